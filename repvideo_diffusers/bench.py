@@ -1,0 +1,489 @@
+"""``repvideo bench``: what RepVideo costs, measured against the base model and the official-style feature cache.
+
+Three variants of one randomly initialised CogVideoX transformer are measured in one run, interleaved repeat by
+repeat so that drift of the machine (clock, other load) hits all of them alike:
+
+* ``vanilla``: the base model.
+* ``repvideo``: this package (running mean of the feature cache, one fused ``lerp`` per stream and block).
+* ``official``: the official code's way (arXiv 2501.08994, github.com/Vchitect/RepVideo): keep every cached block
+  output in a list and recompute ``stack(cache).mean(0)`` before every block, blend with ``g*m + (1-g)*h``.
+  It computes the same numbers and is the baseline to beat.
+
+For each variant: transformer forward time (median after warm-up), forward + backward time of gates-only training
+(base weights frozen; the latent input also requires grad so that every variant back-propagates through every
+block, which keeps the three comparable) and the peak of memory allocated during each. Memory is reported as
+*extra* over ``vanilla`` in units of one hidden-state tensor (all streams a block receives: video + text tokens,
+batch, width, dtype), the unit the targets are stated in.
+
+Peak memory: on CUDA ``torch.cuda.max_memory_allocated``; on CPU a ``TorchDispatchMode`` that adds up the bytes of
+every storage created during the call and subtracts them when the storage is freed (``tracemalloc`` and RSS do not
+see torch's allocator reliably).
+
+Sizes: ``tiny`` (CI smoke test, seconds), ``medium`` (default on CPU, a 10-block CogVideoX, width 256, 2 x 1,952
+tokens), ``2b`` (CUDA: real CogVideoX-2B shapes, 30 blocks, width 1,920, 13 latent frames at 60x90, 226 text tokens,
+CFG batch 2, bf16, gradient checkpointing for the training measurement).
+
+Example:
+    ```python
+    >>> from repvideo_diffusers.bench import run_benchmark
+    >>> report = run_benchmark(size="tiny", repeats=2, warmup=1)
+    >>> sorted(report["ratios"])
+    ['official', 'repvideo']
+    ```
+
+Command line: ``repvideo bench --size medium --out bench-results`` or ``python benchmarks/bench_repvideo.py``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import statistics
+import tempfile
+import time
+import weakref
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+
+VARIANTS = ("vanilla", "repvideo", "official")
+
+
+@dataclass(frozen=True)
+class BenchSize:
+    """Shapes of one benchmark size: a CogVideoX transformer and its input."""
+
+    num_layers: int
+    num_attention_heads: int
+    attention_head_dim: int
+    text_embed_dim: int
+    latent_frames: int
+    latent_height: int
+    latent_width: int
+    text_length: int
+    batch_size: int  # 2 = classifier-free guidance
+    dtype: str
+    gradient_checkpointing: bool = False
+
+    @property
+    def width(self) -> int:
+        return self.num_attention_heads * self.attention_head_dim
+
+    @property
+    def video_tokens(self) -> int:
+        return self.latent_frames * (self.latent_height // 2) * (self.latent_width // 2)  # patch size 2
+
+
+SIZES: dict[str, BenchSize] = {
+    "tiny": BenchSize(8, 2, 8, 16, 2, 8, 8, 8, 2, "fp32"),
+    "medium": BenchSize(10, 4, 64, 256, 4, 40, 48, 32, 2, "fp32"),
+    "2b": BenchSize(30, 30, 64, 4096, 13, 60, 90, 226, 2, "bf16", gradient_checkpointing=True),
+}
+_DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+
+
+def build_transformer(size: BenchSize, device: torch.device, seed: int = 0):
+    """A CogVideoX transformer of the given shapes with random weights, and matching forward inputs."""
+    from diffusers import CogVideoXTransformer3DModel
+
+    dtype = _DTYPES[size.dtype]
+    torch.manual_seed(seed)
+    with torch.device(device):  # initialise in place: a 2B model built on the CPU first takes minutes
+        transformer = CogVideoXTransformer3DModel(
+            num_attention_heads=size.num_attention_heads,
+            attention_head_dim=size.attention_head_dim,
+            in_channels=16,
+            out_channels=16,
+            text_embed_dim=size.text_embed_dim,
+            num_layers=size.num_layers,
+            sample_frames=(size.latent_frames - 1) * 4 + 1,
+            sample_height=size.latent_height,
+            sample_width=size.latent_width,
+            max_text_seq_length=size.text_length,
+        )
+    transformer.to(dtype=dtype).eval().requires_grad_(False)
+    generator = torch.Generator(device="cpu").manual_seed(seed + 1)
+
+    def randn(*shape):
+        return torch.randn(*shape, generator=generator).to(device=device, dtype=dtype)
+
+    inputs = {
+        "hidden_states": randn(size.batch_size, size.latent_frames, 16, size.latent_height, size.latent_width),
+        "encoder_hidden_states": randn(size.batch_size, size.text_length, size.text_embed_dim),
+        "timestep": torch.full((size.batch_size,), 500, device=device, dtype=torch.long),
+    }
+    return transformer, inputs
+
+
+# --- the official-style baseline -------------------------------------------------------------------------------
+
+
+def _official_hook_class():
+    from .repvideo import RepVideoBlockHook
+
+    class OfficialStyleBlockHook(RepVideoBlockHook):
+        """The official code's feature cache: a list of block outputs, ``stack(cache).mean(0)`` before every block.
+
+        The cache list lives in the shared state's ``means`` slot (reset to ``None`` at every forward call), so the
+        core's forward hooks and activation-checkpointing wrapper drive it unchanged.
+        """
+
+        def blend_inputs(self, args, kwargs):
+            state = self.state
+            streams = [self._get(args, kwargs, i) for i in range(len(self.argument_names))]
+            if state.means is None:
+                state.means = [tuple(streams)]  # the cache starts with the embedded input
+            gate = self.gates.gate[self.index]
+            for position, stream in enumerate(streams):
+                mean = torch.stack([cached[position] for cached in state.means]).mean(0)
+                weight = gate.to(device=stream.device, dtype=stream.dtype)
+                args, kwargs = self._set(args, kwargs, position, weight * mean + (1 - weight) * stream)
+            return args, kwargs
+
+        def update_cache(self, output):
+            outputs = tuple(output[i] for i in self.output_indices) if isinstance(output, tuple) else (output,)
+            if self.index % self.window == 0:
+                self.state.means = [outputs]
+            else:
+                self.state.means.append(outputs)
+
+    return OfficialStyleBlockHook
+
+
+def apply_official_style(transformer, config=None):
+    """Attach RepVideo with the official-style feature cache instead of the running mean (benchmark baseline).
+
+    Same gates, same numbers as `apply_repvideo` up to rounding; undo with `remove_repvideo`.
+    """
+    from .repvideo import _BLOCK_HOOK, _STATE_ATTRIBUTE, apply_repvideo, get_transformer_blocks
+
+    gates = apply_repvideo(transformer, config)
+    attachment = getattr(transformer, _STATE_ATTRIBUTE)
+    hook_class = _official_hook_class()
+    for block in get_transformer_blocks(transformer):
+        core_hook = attachment.hooks[id(block)]
+        hook = hook_class(core_hook.index, core_hook.window, gates, attachment.state, type(block))
+        registry = block._diffusers_hook
+        registry.remove_hook(_BLOCK_HOOK, recurse=False)
+        registry.register_hook(hook, _BLOCK_HOOK)
+        attachment.hooks[id(block)] = hook
+    return gates
+
+
+# --- measuring -------------------------------------------------------------------------------------------------
+
+
+class _LiveStorageBytes:
+    """Peak bytes of tensor storages created while active (CPU stand-in for ``torch.cuda.max_memory_allocated``)."""
+
+    def __init__(self):
+        from torch.utils._python_dispatch import TorchDispatchMode
+        from torch.utils._pytree import tree_flatten
+
+        tracker = self
+
+        class _Mode(TorchDispatchMode):
+            def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+                out = func(*args, **(kwargs or {}))
+                for tensor in tree_flatten(out)[0]:
+                    if isinstance(tensor, torch.Tensor):
+                        tracker._track(tensor.untyped_storage())
+                return out
+
+        self._mode = _Mode()
+        self.live: dict[int, int] = {}
+        self.current = self.peak = 0
+
+    def _track(self, storage):
+        key = storage.data_ptr()
+        if key and key not in self.live:
+            self.live[key] = storage.nbytes()
+            self.current += storage.nbytes()
+            self.peak = max(self.peak, self.current)
+            weakref.finalize(storage, self._free, key)
+
+    def _free(self, key):
+        self.current -= self.live.pop(key, 0)
+
+    def __enter__(self):
+        self._mode.__enter__()
+        return self
+
+    def __exit__(self, *exc):
+        return self._mode.__exit__(*exc)
+
+
+def _synchronize(device: torch.device):
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _peak_bytes(step: Callable[[], Any], device: torch.device) -> int:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+        torch.cuda.empty_cache()
+        baseline = torch.cuda.memory_allocated(device)
+        torch.cuda.reset_peak_memory_stats(device)
+        step()
+        torch.cuda.synchronize(device)
+        return torch.cuda.max_memory_allocated(device) - baseline
+    with _LiveStorageBytes() as tracker:
+        step()
+    return tracker.peak
+
+
+def _attach(variant: str, transformer, window: int, gate_init: float):
+    from .repvideo import RepVideoConfig, apply_repvideo
+
+    config = RepVideoConfig(window=window, gate_init=gate_init)
+    if variant == "repvideo":
+        return apply_repvideo(transformer, config)
+    if variant == "official":
+        return apply_official_style(transformer, config)
+    return None
+
+
+def run_benchmark(
+    size: str = "medium",
+    device: str | None = None,
+    repeats: int | None = None,
+    warmup: int = 2,
+    window: int = 6,
+    gate_init: float = 0.5,
+    train: bool = True,
+    progress: bool = False,
+) -> dict:
+    """Measure vanilla vs RepVideo vs the official-style cache; returns the report (also what the JSON holds).
+
+    Args:
+        size: ``"tiny"``, ``"medium"`` or ``"2b"`` (see `SIZES`).
+        device: ``"cpu"``, ``"cuda"``, ... (default: CUDA when available).
+        repeats: timed repeats per variant after ``warmup`` untimed ones (default 7, 3 for ``2b`` training).
+        window, gate_init: the `RepVideoConfig` measured.
+        train: also measure forward + backward of gates-only training.
+    """
+    from .repvideo import remove_repvideo
+
+    if size not in SIZES:
+        raise ValueError(f"--size must be one of {', '.join(SIZES)}, got {size!r}.")
+    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"--device {device} asked for CUDA but torch sees no GPU. Use --device cpu.")
+    if repeats is not None and repeats < 1:
+        raise ValueError(f"--repeats must be a positive integer, got {repeats}.")
+    if warmup < 0:
+        raise ValueError(f"--warmup must be >= 0, got {warmup}.")
+    shapes = SIZES[size]
+    repeats = repeats or 7
+    transformer, inputs = build_transformer(shapes, device)
+    if shapes.gradient_checkpointing and train:
+        transformer.enable_gradient_checkpointing()
+
+    def forward():
+        with torch.inference_mode():
+            return transformer(**inputs, return_dict=False)[0]
+
+    def forward_backward():
+        latents = inputs["hidden_states"].detach().requires_grad_(True)
+        output = transformer(**{**inputs, "hidden_states": latents}, return_dict=False)[0]
+        output.float().square().mean().backward()
+
+    steps = {"forward": forward}
+    if train:
+        steps["train"] = forward_backward
+
+    def timed(step):
+        _synchronize(device)
+        started = time.perf_counter()
+        step()
+        _synchronize(device)
+        return time.perf_counter() - started
+
+    times = {variant: {name: [] for name in steps} for variant in VARIANTS}
+    peaks = {variant: {} for variant in VARIANTS}
+    for variant in VARIANTS:  # warm-up and memory, one variant at a time
+        gates = _attach(variant, transformer, window, gate_init)
+        for name, step in steps.items():
+            for _ in range(warmup):
+                step()
+            peaks[variant][name] = _peak_bytes(step, device)
+        if gates is not None:
+            remove_repvideo(transformer)
+    for repeat in range(repeats):  # timing, interleaved
+        for variant in VARIANTS:
+            _attach(variant, transformer, window, gate_init)
+            for name, step in steps.items():
+                times[variant][name].append(timed(step))
+            if variant != "vanilla":
+                remove_repvideo(transformer)
+        if progress:
+            print(f"  repeat {repeat + 1}/{repeats} done", flush=True)
+
+    element_size = torch.empty((), dtype=_DTYPES[shapes.dtype]).element_size()
+    hidden_state_bytes = shapes.batch_size * (shapes.video_tokens + shapes.text_length) * shapes.width * element_size
+    results = {
+        variant: {
+            **{f"{name}_seconds_median": statistics.median(times[variant][name]) for name in steps},
+            **{f"{name}_seconds": times[variant][name] for name in steps},
+            **{f"{name}_peak_bytes": peaks[variant][name] for name in steps},
+        }
+        for variant in VARIANTS
+    }
+    ratios = {}
+    for variant in ("repvideo", "official"):
+        ratios[variant] = {}
+        for name in steps:
+            base, this = results["vanilla"], results[variant]
+            ratios[variant][f"{name}_time_ratio"] = this[f"{name}_seconds_median"] / base[f"{name}_seconds_median"]
+            ratios[variant][f"{name}_extra_memory_hidden_states"] = (
+                this[f"{name}_peak_bytes"] - base[f"{name}_peak_bytes"]
+            ) / hidden_state_bytes
+    return {
+        "size": size,
+        "shapes": {**asdict(shapes), "width": shapes.width, "video_tokens": shapes.video_tokens},
+        "repvideo_config": {"window": window, "gate_init": gate_init},
+        "machine": _machine(device),
+        "repeats": repeats,
+        "warmup": warmup,
+        "hidden_state_bytes": hidden_state_bytes,
+        "results": results,
+        "ratios": ratios,
+    }
+
+
+def _machine(device: torch.device) -> dict:
+    info = {
+        "device": str(device),
+        "torch": torch.__version__,
+        "cpu_threads": torch.get_num_threads(),
+        "platform": platform.platform(),
+        "processor": platform.processor() or platform.machine(),
+    }
+    if device.type == "cuda":
+        info["gpu"] = torch.cuda.get_device_name(device)
+    return info
+
+
+def format_report(report: dict) -> str:
+    """The ratios as a markdown table (what the CLI prints and the README quotes)."""
+    steps = [name for name in ("forward", "train") if f"{name}_time_ratio" in report["ratios"]["repvideo"]]
+    lines = [
+        f"RepVideo benchmark, size {report['size']} on {report['machine'].get('gpu', report['machine']['device'])} "
+        f"({report['machine']['cpu_threads']} threads), median of {report['repeats']}; "
+        f"memory in hidden-state tensors of {report['hidden_state_bytes'] / 2**20:.1f} MiB",
+        "",
+        "| variant | " + " | ".join(f"{n} time ratio | {n} extra memory" for n in steps) + " |",
+        "|---|" + "---|---|" * len(steps),
+    ]
+    for variant in ("repvideo", "official"):
+        cells = []
+        for name in steps:
+            r = report["ratios"][variant]
+            cells += [f"{r[f'{name}_time_ratio']:.3f}", f"{r[f'{name}_extra_memory_hidden_states']:.2f}"]
+        lines.append(f"| {variant} | " + " | ".join(cells) + " |")
+    base = report["results"]["vanilla"]
+    lines.append("")
+    lines.append(
+        "vanilla: " + ", ".join(f"{n} {base[f'{n}_seconds_median'] * 1e3:.1f} ms" for n in steps)
+        + ", " + ", ".join(f"{n} peak {base[f'{n}_peak_bytes'] / 2**20:.0f} MiB" for n in steps)
+    )
+    return "\n".join(lines)
+
+
+def plot_report(report: dict, path: str | os.PathLike) -> None:
+    """Bar chart: time ratios and extra memory of `repvideo` and `official` against `vanilla`."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    steps = [name for name in ("forward", "train") if f"{name}_time_ratio" in report["ratios"]["repvideo"]]
+    figure, (ax_time, ax_memory) = plt.subplots(1, 2, figsize=(9, 3.6))
+    width = 0.38
+    for offset, variant in zip((-width / 2, width / 2), ("repvideo", "official")):
+        ratios = report["ratios"][variant]
+        x = [i + offset for i in range(len(steps))]
+        ax_time.bar(x, [ratios[f"{n}_time_ratio"] for n in steps], width, label=variant)
+        ax_memory.bar(x, [ratios[f"{n}_extra_memory_hidden_states"] for n in steps], width, label=variant)
+    ax_time.axhline(1.0, color="black", linewidth=0.8)
+    ax_time.set_ylabel("time / vanilla")
+    ax_memory.set_ylabel("extra peak memory (hidden-state tensors)")
+    for axis in (ax_time, ax_memory):
+        axis.set_xticks(range(len(steps)), steps)
+        axis.legend()
+    device = report["machine"].get("gpu", report["machine"]["device"])
+    figure.suptitle(f"RepVideo cost, {report['size']} size on {device}")
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
+    plt.close(figure)
+
+
+def write_report(report: dict, out_dir: str | os.PathLike) -> tuple[Path, Path]:
+    """Write ``bench-<size>.json`` and ``bench-<size>.png`` into ``out_dir`` (via a temp folder, then moved)."""
+    out_dir = Path(out_dir)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise ValueError(f"--out {str(out_dir)!r} is a file; pass a folder for the JSON and PNG results.")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=".bench-", dir=out_dir))
+    try:
+        name = f"bench-{report['size']}"
+        (staging / f"{name}.json").write_text(json.dumps(report, indent=2))
+        plot_report(report, staging / f"{name}.png")
+        paths = []
+        for suffix in (".json", ".png"):
+            os.replace(staging / f"{name}{suffix}", out_dir / f"{name}{suffix}")
+            paths.append(out_dir / f"{name}{suffix}")
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return paths[0], paths[1]
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--size", choices=sorted(SIZES), default=None,
+                        help="tiny (smoke test), medium (default on CPU), 2b (default on CUDA: CogVideoX-2B shapes)")
+    parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1, ... (default: cuda if available)")
+    parser.add_argument("--repeats", type=int, default=None, help="timed repeats per variant (default 7)")
+    parser.add_argument("--warmup", type=int, default=2, help="untimed warm-up calls per variant (default 2)")
+    parser.add_argument("--window", type=int, default=6, help="feature-cache window (default 6)")
+    parser.add_argument("--no-train", action="store_true", help="skip the forward + backward measurement")
+    parser.add_argument("--out", default="bench-results", help="folder for bench-<size>.json/.png")
+
+
+def run(args: argparse.Namespace) -> int:
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    size = args.size or ("2b" if device.startswith("cuda") else "medium")
+    print(f"repvideo bench: size {size} on {device} ({torch.get_num_threads()} threads)", flush=True)
+    report = run_benchmark(size=size, device=device, repeats=args.repeats, warmup=args.warmup,
+                           window=args.window, train=not args.no_train, progress=True)
+    json_path, png_path = write_report(report, args.out)
+    print(format_report(report))
+    print(f"wrote {json_path} and {png_path}")
+    return 0
+
+
+def register(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "bench",
+        help="measure RepVideo's cost against the base model and the official-style cache",
+        description="Forward time, gates-only training time and peak memory of a CogVideoX transformer: vanilla, "
+        "with RepVideo, and with the official-style feature cache (stack + mean at every block). Writes JSON and "
+        "a PNG chart, prints the ratios.",
+    )
+    add_arguments(parser)
+    parser.set_defaults(func=run)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="bench_repvideo", description=__doc__.split("\n")[0])
+    add_arguments(parser)
+    args = parser.parse_args(argv)
+    try:
+        return run(args)
+    except (ValueError, FileNotFoundError) as error:
+        print(f"bench_repvideo: error: {error}")
+        return 2

@@ -1,0 +1,66 @@
+"""`repvideo bench` smoke tests: the benchmark runs at tiny size and reports what it promises (no timing asserts)."""
+
+import json
+import math
+
+import pytest
+import torch
+
+from repvideo_diffusers import RepVideoConfig, apply_repvideo, remove_repvideo
+from repvideo_diffusers.bench import apply_official_style, build_transformer, run_benchmark, SIZES, write_report
+from repvideo_diffusers.cli import main
+
+
+def test_official_style_baseline_computes_the_same_output_as_repvideo():
+    # The baseline must do the same work to the same numbers, or beating it means nothing.
+    transformer, inputs = build_transformer(SIZES["tiny"], torch.device("cpu"))
+    config = RepVideoConfig(window=3, gate_init=0.5)
+    with torch.no_grad():
+        vanilla = transformer(**inputs, return_dict=False)[0]
+        apply_repvideo(transformer, config)
+        ours = transformer(**inputs, return_dict=False)[0]
+        remove_repvideo(transformer)
+        apply_official_style(transformer, config)
+        official = transformer(**inputs, return_dict=False)[0]
+        remove_repvideo(transformer)
+    assert (ours - vanilla).abs().max() > 1e-3  # gates at 0.5 do change the output
+    torch.testing.assert_close(official, ours, rtol=1e-5, atol=1e-5)
+
+
+def test_bench_tiny_writes_json_and_png_with_positive_finite_ratios(tmp_path, capsys):
+    assert main(["bench", "--size", "tiny", "--device", "cpu", "--repeats", "2", "--warmup", "1",
+                 "--out", str(tmp_path)]) == 0
+    report = json.loads((tmp_path / "bench-tiny.json").read_text())
+    assert (tmp_path / "bench-tiny.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert set(report["results"]) == {"vanilla", "repvideo", "official"}
+    for variant in ("repvideo", "official"):
+        ratios = report["ratios"][variant]
+        for key in ("forward_time_ratio", "train_time_ratio"):
+            assert math.isfinite(ratios[key]) and ratios[key] > 0, (variant, key, ratios[key])
+        for key in ("forward_extra_memory_hidden_states", "train_extra_memory_hidden_states"):
+            assert math.isfinite(ratios[key]), (variant, key, ratios[key])
+    for result in report["results"].values():
+        assert len(result["forward_seconds"]) == 2 and result["forward_peak_bytes"] > 0
+    shapes = report["shapes"]
+    assert report["hidden_state_bytes"] == 2 * (shapes["video_tokens"] + shapes["text_length"]) * shapes["width"] * 4
+    assert "| repvideo |" in capsys.readouterr().out
+
+
+def test_official_style_cache_holds_more_memory_than_the_running_mean():
+    # Memory is counted exactly (bytes of live storages), so this holds on any machine: the official-style cache
+    # keeps up to `window` block outputs plus their stack; the running mean keeps one tensor per stream.
+    report = run_benchmark(size="tiny", device="cpu", repeats=1, warmup=0, train=False)
+    ours = report["ratios"]["repvideo"]["forward_extra_memory_hidden_states"]
+    official = report["ratios"]["official"]["forward_extra_memory_hidden_states"]
+    assert ours <= 2.05, ours
+    assert official >= 4.0, official
+
+
+def test_bench_rejects_unknown_size_and_output_file(tmp_path):
+    with pytest.raises(ValueError, match="--size must be one of"):
+        run_benchmark(size="huge")
+    target = tmp_path / "file.json"
+    target.write_text("keep me")
+    with pytest.raises(ValueError, match="is a file"):
+        write_report({"size": "tiny"}, target)
+    assert target.read_text() == "keep me"
