@@ -1,9 +1,19 @@
-"""``repvideo generate``: text-to-video with RepVideo enabled, on the embedded tiny model by default."""
+"""``repvideo generate``: text-to-video with RepVideo enabled, on the embedded tiny model by default.
+
+One prompt (``repvideo generate "a cat" --out cat.mp4``) or a file of prompts, one per line
+(``repvideo generate --prompts prompts.txt --out videos/``), which writes ``videos/0000.mp4``, ``videos/0001.mp4``, ...
+(numbered by line among the non-empty lines; prompt ``k`` uses seed ``--seed + k``). Under ``accelerate launch`` the
+prompts are split between the processes with ``PartialState.split_between_processes``: each process writes its own
+share, so every video is written exactly once, and the files do not depend on the number of processes::
+
+    accelerate launch --num_processes 4 -m repvideo_diffusers generate --prompts prompts.txt --out videos/
+"""
 
 from __future__ import annotations
 
 import argparse
 import os
+import tempfile
 import time
 from pathlib import Path
 
@@ -19,8 +29,12 @@ def register(subparsers) -> None:
         description="Generate a video from a text prompt with RepVideo enabled. Without --model it runs the "
         "embedded tiny CogVideoX pipeline (random weights, offline, seconds on a CPU).",
     )
-    parser.add_argument("prompt", help="text prompt")
-    parser.add_argument("--out", default="repvideo.mp4", help="output mp4 path (default: repvideo.mp4)")
+    parser.add_argument("prompt", nargs="?", default=None, help="text prompt (or use --prompts FILE)")
+    parser.add_argument("--prompts", default=None, metavar="FILE",
+                        help="text file with one prompt per line; writes OUT/0000.mp4, OUT/0001.mp4, ... and splits "
+                        "the prompts between processes under `accelerate launch`")
+    parser.add_argument("--out", default=None,
+                        help="output mp4 path (default: repvideo.mp4); with --prompts a folder (default: repvideo-videos)")
     parser.add_argument("--model", default=None, help="local pipeline folder or Hub id (default: embedded tiny CogVideoX)")
     parser.add_argument("--gates", default=None, help="gates folder or Hub id (default: gates saved with the model, else fresh gates)")
     parser.add_argument("--steps", type=int, default=None, help="denoising steps (default: 4 for the tiny model, 50 otherwise)")
@@ -62,15 +76,63 @@ def load_pipeline(model: str | None, dtype: torch.dtype):
     return DiffusionPipeline.from_pretrained(model, dtype=dtype)
 
 
+def read_prompts(path: str | os.PathLike) -> list[str]:
+    """The non-empty lines of a prompts file, stripped, in order (their position is the video's number)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"--prompts {str(path)!r}: no such file. Pass a text file with one prompt per line.")
+    prompts = [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    if not prompts:
+        raise ValueError(f"--prompts {str(path)!r} holds no prompt (only empty lines). Write one prompt per line.")
+    return prompts
+
+
+def _write_atomically(frames, out: Path, fps: float) -> None:
+    """Write the mp4 beside its destination, then move it into place: no half-written video under the final name."""
+    from .video import write_video
+
+    out.parent.mkdir(parents=True, exist_ok=True)
+    handle, staging = tempfile.mkstemp(prefix=f".{out.stem}-", suffix=out.suffix or ".mp4", dir=out.parent)
+    os.close(handle)
+    try:
+        write_video(frames, staging, fps=fps)
+        os.replace(staging, out)
+    finally:
+        if os.path.exists(staging):
+            os.remove(staging)
+
+
+def _jobs(args: argparse.Namespace) -> list[tuple[int, str, Path]]:
+    """(index, prompt, output path) for every video of this command, before any split between processes."""
+    if args.prompt is not None and args.prompts is not None:
+        raise ValueError("Give either a prompt or --prompts FILE, not both.")
+    if args.prompts is None:
+        if args.prompt is None:
+            raise ValueError("No prompt: pass a text prompt, or --prompts FILE with one prompt per line.")
+        return [(0, args.prompt, Path(args.out or "repvideo.mp4"))]
+    prompts = read_prompts(args.prompts)
+    out_dir = Path(args.out or "repvideo-videos")
+    if out_dir.exists() and not out_dir.is_dir():
+        raise ValueError(f"--out {str(out_dir)!r} is a file; with --prompts, --out is the folder for the videos.")
+    if out_dir.suffix.lower() == ".mp4":
+        raise ValueError(f"--out {str(out_dir)!r} looks like a video file; with --prompts, --out names a folder.")
+    digits = max(4, len(str(len(prompts) - 1)))
+    return [(index, prompt, out_dir / f"{index:0{digits}d}.mp4") for index, prompt in enumerate(prompts)]
+
+
 def run(args: argparse.Namespace) -> int:
     import repvideo_diffusers  # noqa: F401 - adds enable_repvideo to pipelines
+    from accelerate import PartialState
 
     from .tiny import TINY_TEXT_LENGTH
-    from .video import write_video
 
     for name in ("steps", "frames", "height", "width"):
         _check_positive(name, getattr(args, name))
-    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    jobs = _jobs(args)
+    # A single process without `accelerate launch` gets a plain PartialState: no process group, no change.
+    state = PartialState()
+    device = args.device or (str(state.device) if state.num_processes > 1 else None)
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     dtype = _DTYPES[args.dtype] if args.dtype else (torch.bfloat16 if device.startswith("cuda") else torch.float32)
     pipe = load_pipeline(args.model, dtype)
 
@@ -95,10 +157,8 @@ def run(args: argparse.Namespace) -> int:
     pipe.to(device)
 
     call = {
-        "prompt": args.prompt,
         "num_inference_steps": args.steps or (4 if args.model is None else 50),
         "guidance_scale": args.guidance_scale,
-        "generator": torch.Generator(device="cpu").manual_seed(args.seed),
         "output_type": "np",
     }
     for name, key in (("frames", "num_frames"), ("height", "height"), ("width", "width")):
@@ -106,14 +166,17 @@ def run(args: argparse.Namespace) -> int:
             call[key] = getattr(args, name)
     if args.model is None:
         call["max_sequence_length"] = TINY_TEXT_LENGTH
-    started = time.perf_counter()
-    frames = pipe(**call).frames[0]
-    elapsed = time.perf_counter() - started
-
-    out = Path(args.out)
-    if out.parent and not out.parent.exists():
-        out.parent.mkdir(parents=True)
-    write_video(frames, out, fps=args.fps)
     mode = "without RepVideo" if args.no_repvideo else "with RepVideo"
-    print(f"wrote {out} ({len(frames)} frames, {frames.shape[2]}x{frames.shape[1]}, {mode}, {elapsed:.1f}s on {device})")
+    rank = f" [process {state.process_index}/{state.num_processes}]" if state.num_processes > 1 else ""
+    with state.split_between_processes(jobs) as my_jobs:
+        for index, prompt, out in my_jobs:
+            # Seed by prompt number, not by process: the videos are the same however many processes share them.
+            generator = torch.Generator(device="cpu").manual_seed(args.seed + index)
+            started = time.perf_counter()
+            frames = pipe(prompt=prompt, generator=generator, **call).frames[0]
+            elapsed = time.perf_counter() - started
+            _write_atomically(frames, out, fps=args.fps)
+            print(f"wrote {out} ({len(frames)} frames, {frames.shape[2]}x{frames.shape[1]}, {mode}, "
+                  f"{elapsed:.1f}s on {device}){rank}", flush=True)
+    state.wait_for_everyone()
     return 0
