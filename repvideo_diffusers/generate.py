@@ -6,7 +6,9 @@ One prompt (``repvideo generate "a cat" --out cat.mp4``) or a file of prompts, o
 prompts are split between the processes with ``PartialState.split_between_processes``: each process writes its own
 share, so every video is written exactly once, and the files do not depend on the number of processes::
 
-    accelerate launch --num_processes 4 -m repvideo_diffusers generate --prompts prompts.txt --out videos/
+    accelerate launch --multi_gpu --num_processes 4 -m repvideo_diffusers generate --prompts prompts.txt --out videos/
+
+(on a machine without GPUs the same command runs the processes on the CPU over gloo).
 """
 
 from __future__ import annotations
@@ -129,8 +131,11 @@ def run(args: argparse.Namespace) -> int:
     for name in ("steps", "frames", "height", "width"):
         _check_positive(name, getattr(args, name))
     jobs = _jobs(args)
-    # A single process without `accelerate launch` gets a plain PartialState: no process group, no change.
-    state = PartialState()
+    # A single process without `accelerate launch` gets a plain PartialState: no process group, no change. Without
+    # an accelerator (or with --device cpu) the processes must talk over gloo, which accelerate only picks when
+    # told `cpu=True`; `accelerate launch --cpu` itself starts one process, so `--multi_gpu` is the launcher to use.
+    on_cpu = (args.device or "").startswith("cpu") or not torch.accelerator.is_available()
+    state = PartialState(cpu=on_cpu)
     device = args.device or (str(state.device) if state.num_processes > 1 else None)
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     dtype = _DTYPES[args.dtype] if args.dtype else (torch.bfloat16 if device.startswith("cuda") else torch.float32)
