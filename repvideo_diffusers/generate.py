@@ -126,7 +126,6 @@ def run(args: argparse.Namespace) -> int:
     import repvideo_diffusers  # noqa: F401 - adds enable_repvideo to pipelines
     from accelerate import PartialState
 
-    from .tiny import TINY_TEXT_LENGTH
 
     for name in ("steps", "frames", "height", "width"):
         _check_positive(name, getattr(args, name))
@@ -169,8 +168,10 @@ def run(args: argparse.Namespace) -> int:
     for name, key in (("frames", "num_frames"), ("height", "height"), ("width", "width")):
         if getattr(args, name) is not None:
             call[key] = getattr(args, name)
-    if args.model is None:
-        call["max_sequence_length"] = TINY_TEXT_LENGTH
+    # The text length the transformer was built for (226 for CogVideoX), where the model states one.
+    text_length = getattr(getattr(pipe, "transformer", None), "config", {}).get("max_text_seq_length")
+    if text_length:
+        call["max_sequence_length"] = text_length
     mode = "without RepVideo" if args.no_repvideo else "with RepVideo"
     rank = f" [process {state.process_index}/{state.num_processes}]" if state.num_processes > 1 else ""
     with state.split_between_processes(jobs) as my_jobs:
@@ -181,6 +182,9 @@ def run(args: argparse.Namespace) -> int:
             frames = pipe(prompt=prompt, generator=generator, **call).frames[0]
             elapsed = time.perf_counter() - started
             _write_atomically(frames, out, fps=args.fps)
+            if args.frames is not None and len(frames) != args.frames:
+                # e.g. CogVideoX 1.0's VAE decodes an even number of latent frames to 4x as many frames
+                print(f"note: asked for {args.frames} frames, the model returned {len(frames)}")
             print(f"wrote {out} ({len(frames)} frames, {frames.shape[2]}x{frames.shape[1]}, {mode}, "
                   f"{elapsed:.1f}s on {device}){rank}", flush=True)
     state.wait_for_everyone()
