@@ -10,6 +10,7 @@ mask shape), so it is only run on GPUs.
 
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -31,9 +32,17 @@ def _run(backend: str, families: str, processes: int = 2) -> list[dict]:
         port = probe.getsockname()[1]
     command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(processes),
                "--master_addr", "127.0.0.1", "--master_port", str(port), str(WORKER), backend, families]
-    result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=240)
-    assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]
-    return [json.loads(line) for line in result.stdout.splitlines() if line.startswith("{")]
+    # A session of its own, so a hung rendezvous can be ended with all its workers, not just the launcher.
+    process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               start_new_session=True)
+    try:
+        stdout, stderr = process.communicate(timeout=240)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        stdout, stderr = process.communicate()
+        pytest.fail("context-parallel workers did not finish within 240 s:\n" + stderr[-4000:])
+    assert process.returncode == 0, stdout[-4000:] + stderr[-4000:]
+    return [json.loads(line) for line in stdout.splitlines() if line.startswith("{")]
 
 
 def _check(records: list[dict], families: list[str], processes: int):
