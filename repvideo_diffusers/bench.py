@@ -274,6 +274,11 @@ def run_benchmark(
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"--device {device} asked for CUDA but torch sees no GPU. Use --device cpu.")
+    if size == "2b" and device.type != "cuda":
+        raise ValueError(
+            f"--size 2b builds CogVideoX-2B shapes (30 blocks, width 1920, 2 x 17,776 tokens, bf16) and needs a CUDA "
+            f"GPU, got --device {device}. Use --size medium on a CPU."
+        )
     if repeats is not None and repeats < 1:
         raise ValueError(f"--repeats must be a positive integer, got {repeats}.")
     if warmup < 0:

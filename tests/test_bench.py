@@ -59,6 +59,8 @@ def test_official_style_cache_holds_more_memory_than_the_running_mean():
 def test_bench_rejects_unknown_size_and_output_file(tmp_path):
     with pytest.raises(ValueError, match="--size must be one of"):
         run_benchmark(size="huge")
+    with pytest.raises(ValueError, match="needs a CUDA"):
+        run_benchmark(size="2b", device="cpu")
     target = tmp_path / "file.json"
     target.write_text("keep me")
     with pytest.raises(ValueError, match="is a file"):
