@@ -66,3 +66,13 @@ def test_bench_rejects_unknown_size_and_output_file(tmp_path):
     with pytest.raises(ValueError, match="is a file"):
         write_report({"size": "tiny"}, target)
     assert target.read_text() == "keep me"
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU; no GPU was lent to this task")
+def test_bench_tiny_on_cuda_measures_peak_memory_with_the_cuda_allocator():
+    report = run_benchmark(size="tiny", device="cuda", repeats=2, warmup=1)
+    assert report["machine"]["gpu"]
+    for variant in ("repvideo", "official"):
+        assert math.isfinite(report["ratios"][variant]["forward_time_ratio"])
+    assert report["ratios"]["official"]["forward_extra_memory_hidden_states"] > \
+        report["ratios"]["repvideo"]["forward_extra_memory_hidden_states"]
