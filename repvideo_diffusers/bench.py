@@ -197,12 +197,13 @@ class _LiveStorageBytes:
 
         self._mode = _Mode()
         self.live: dict[int, int] = {}
-        self.current = self.peak = 0
+        self.current = self.peak = self.allocations = 0
 
     def _track(self, storage):
         key = storage.data_ptr()
         if key and key not in self.live:
             self.live[key] = storage.nbytes()
+            self.allocations += 1
             self.current += storage.nbytes()
             self.peak = max(self.peak, self.current)
             weakref.finalize(storage, self._free, key)
@@ -221,6 +222,13 @@ class _LiveStorageBytes:
 def _synchronize(device: torch.device):
     if device.type == "cuda":
         torch.cuda.synchronize(device)
+
+
+def _count_allocations(step: Callable[[], Any]) -> int:
+    """How many tensor storages one call creates (every op's fresh output; in-place ops create none)."""
+    with _LiveStorageBytes() as tracker:
+        step()
+    return tracker.allocations
 
 
 def _peak_bytes(step: Callable[[], Any], device: torch.device) -> int:
@@ -311,12 +319,14 @@ def run_benchmark(
 
     times = {variant: {name: [] for name in steps} for variant in VARIANTS}
     peaks = {variant: {} for variant in VARIANTS}
+    allocations = {}
     for variant in VARIANTS:  # warm-up and memory, one variant at a time
         gates = _attach(variant, transformer, window, gate_init)
         for name, step in steps.items():
             for _ in range(warmup):
                 step()
             peaks[variant][name] = _peak_bytes(step, device)
+        allocations[variant] = _count_allocations(forward)
         if gates is not None:
             remove_repvideo(transformer)
     for repeat in range(repeats):  # timing, interleaved
@@ -336,12 +346,16 @@ def run_benchmark(
             **{f"{name}_seconds_median": statistics.median(times[variant][name]) for name in steps},
             **{f"{name}_seconds": times[variant][name] for name in steps},
             **{f"{name}_peak_bytes": peaks[variant][name] for name in steps},
+            "forward_allocations": allocations[variant],
         }
         for variant in VARIANTS
     }
     ratios = {}
     for variant in ("repvideo", "official"):
-        ratios[variant] = {}
+        ratios[variant] = {
+            # Tensors allocated per block beyond the base model's, in one inference forward.
+            "forward_extra_allocations_per_block": (allocations[variant] - allocations["vanilla"]) / shapes.num_layers
+        }
         for name in steps:
             base, this = results["vanilla"], results[variant]
             ratios[variant][f"{name}_time_ratio"] = this[f"{name}_seconds_median"] / base[f"{name}_seconds_median"]
@@ -386,8 +400,9 @@ def format_report(report: dict) -> str:
         f"median and best of {report['repeats']}; "
         f"memory in hidden-state tensors of {report['hidden_state_bytes'] / 2**20:.1f} MiB",
         "",
-        "| variant | " + " | ".join(f"{n} time ratio (median / best) | {n} extra memory" for n in steps) + " |",
-        "|---|" + "---|---|" * len(steps),
+        "| variant | " + " | ".join(f"{n} time ratio (median / best) | {n} extra memory" for n in steps)
+        + " | extra allocations per block |",
+        "|---|" + "---|---|" * len(steps) + "---|",
     ]
     for variant in ("repvideo", "official"):
         cells = []
@@ -395,6 +410,7 @@ def format_report(report: dict) -> str:
             r = report["ratios"][variant]
             cells += [f"{r[f'{name}_time_ratio']:.3f} / {r[f'{name}_time_ratio_min']:.3f}",
                       f"{r[f'{name}_extra_memory_hidden_states']:.2f}"]
+        cells.append(f"{report['ratios'][variant]['forward_extra_allocations_per_block']:.2f}")
         lines.append(f"| {variant} | " + " | ".join(cells) + " |")
     base = report["results"]["vanilla"]
     lines.append("")
