@@ -79,3 +79,12 @@ def test_bench_tiny_on_cuda_measures_peak_memory_with_the_cuda_allocator():
         assert math.isfinite(report["ratios"][variant]["forward_time_ratio"])
     assert report["ratios"]["official"]["forward_extra_memory_hidden_states"] > \
         report["ratios"]["repvideo"]["forward_extra_memory_hidden_states"]
+
+
+def test_bench_docstring_example_runs():
+    import doctest
+
+    import repvideo_diffusers.bench as bench
+
+    result = doctest.testmod(bench, optionflags=doctest.ELLIPSIS)
+    assert result.failed == 0 and result.attempted > 0
