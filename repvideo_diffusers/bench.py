@@ -26,9 +26,10 @@ CFG batch 2, bf16, gradient checkpointing for the training measurement).
 Example:
     ```python
     >>> from repvideo_diffusers.bench import run_benchmark
-    >>> report = run_benchmark(size="tiny", repeats=2, warmup=1)
+    >>> report = run_benchmark(size="tiny", device="cpu", repeats=1, warmup=0, train=False)
     >>> sorted(report["ratios"])
     ['official', 'repvideo']
+
     ```
 
 Command line: ``repvideo bench --size medium --out bench-results`` or ``python benchmarks/bench_repvideo.py``.
@@ -106,7 +107,10 @@ def build_transformer(size: BenchSize, device: torch.device, seed: int = 0):
             sample_width=size.latent_width,
             max_text_seq_length=size.text_length,
         )
-    transformer.to(dtype=dtype).eval().requires_grad_(False)
+    if dtype != torch.float32:
+        # nn.Module.to: CogVideoX keeps no module in float32, and ModelMixin.to would warn about exactly that.
+        torch.nn.Module.to(transformer, dtype=dtype)
+    transformer.eval().requires_grad_(False)
     generator = torch.Generator(device="cpu").manual_seed(seed + 1)
 
     def randn(*shape):
