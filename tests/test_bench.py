@@ -28,7 +28,7 @@ def test_official_style_baseline_computes_the_same_output_as_repvideo():
 
 
 def test_bench_tiny_writes_json_and_png_with_positive_finite_ratios(tmp_path, capsys):
-    assert main(["bench", "--size", "tiny", "--device", "cpu", "--repeats", "2", "--warmup", "1",
+    assert main(["bench", "--size", "tiny", "--device", "cpu", "--repeats", "2", "--warmup", "0",
                  "--out", str(tmp_path)]) == 0
     report = json.loads((tmp_path / "bench-tiny.json").read_text())
     assert (tmp_path / "bench-tiny.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
