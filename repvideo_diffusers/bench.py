@@ -316,12 +316,13 @@ def run_benchmark(
 
     def timed(step):
         _synchronize(device)
-        started = time.perf_counter()
+        started, cpu_started = time.perf_counter(), time.process_time()
         step()
         _synchronize(device)
-        return time.perf_counter() - started
+        return time.perf_counter() - started, time.process_time() - cpu_started
 
     times = {variant: {name: [] for name in steps} for variant in VARIANTS}
+    cpu_times = {variant: {name: [] for name in steps} for variant in VARIANTS}
     peaks = {variant: {} for variant in VARIANTS}
     allocations = {}
     for variant in VARIANTS:  # warm-up and memory, one variant at a time
@@ -337,7 +338,9 @@ def run_benchmark(
         for variant in VARIANTS:
             _attach(variant, transformer, window, gate_init)
             for name, step in steps.items():
-                times[variant][name].append(timed(step))
+                wall, cpu = timed(step)
+                times[variant][name].append(wall)
+                cpu_times[variant][name].append(cpu)
             if variant != "vanilla":
                 remove_repvideo(transformer)
         if progress:
@@ -349,6 +352,7 @@ def run_benchmark(
         variant: {
             **{f"{name}_seconds_median": statistics.median(times[variant][name]) for name in steps},
             **{f"{name}_seconds": times[variant][name] for name in steps},
+            **{f"{name}_cpu_seconds": cpu_times[variant][name] for name in steps},
             **{f"{name}_peak_bytes": peaks[variant][name] for name in steps},
             "forward_allocations": allocations[variant],
         }
@@ -365,6 +369,9 @@ def run_benchmark(
             ratios[variant][f"{name}_time_ratio"] = this[f"{name}_seconds_median"] / base[f"{name}_seconds_median"]
             # Best-of ratio: on a shared machine other load only ever adds time, so the minimum is the least noisy.
             ratios[variant][f"{name}_time_ratio_min"] = min(this[f"{name}_seconds"]) / min(base[f"{name}_seconds"])
+            # CPU time of this process (all its threads): what other processes' load does not inflate as much.
+            ratios[variant][f"{name}_cpu_time_ratio"] = statistics.median(this[f"{name}_cpu_seconds"]) / \
+                statistics.median(base[f"{name}_cpu_seconds"])
             ratios[variant][f"{name}_extra_memory_hidden_states"] = (
                 this[f"{name}_peak_bytes"] - base[f"{name}_peak_bytes"]
             ) / hidden_state_bytes
@@ -404,7 +411,7 @@ def format_report(report: dict) -> str:
         f"median and best of {report['repeats']}; "
         f"memory in hidden-state tensors of {report['hidden_state_bytes'] / 2**20:.1f} MiB",
         "",
-        "| variant | " + " | ".join(f"{n} time ratio (median / best) | {n} extra memory" for n in steps)
+        "| variant | " + " | ".join(f"{n} time ratio (median / best / process CPU) | {n} extra memory" for n in steps)
         + " | extra allocations per block |",
         "|---|" + "---|---|" * len(steps) + "---|",
     ]
@@ -412,7 +419,8 @@ def format_report(report: dict) -> str:
         cells = []
         for name in steps:
             r = report["ratios"][variant]
-            cells += [f"{r[f'{name}_time_ratio']:.3f} / {r[f'{name}_time_ratio_min']:.3f}",
+            cells += [f"{r[f'{name}_time_ratio']:.3f} / {r[f'{name}_time_ratio_min']:.3f} / "
+                      f"{r[f'{name}_cpu_time_ratio']:.3f}",
                       f"{r[f'{name}_extra_memory_hidden_states']:.2f}"]
         cells.append(f"{report['ratios'][variant]['forward_extra_allocations_per_block']:.2f}")
         lines.append(f"| {variant} | " + " | ".join(cells) + " |")

@@ -35,7 +35,8 @@ def test_bench_tiny_writes_json_and_png_with_positive_finite_ratios(tmp_path, ca
     assert set(report["results"]) == {"vanilla", "repvideo", "official"}
     for variant in ("repvideo", "official"):
         ratios = report["ratios"][variant]
-        for key in ("forward_time_ratio", "train_time_ratio", "forward_time_ratio_min", "train_time_ratio_min"):
+        for key in ("forward_time_ratio", "train_time_ratio", "forward_time_ratio_min", "train_time_ratio_min",
+                    "forward_cpu_time_ratio", "train_cpu_time_ratio"):
             assert math.isfinite(ratios[key]) and ratios[key] > 0, (variant, key, ratios[key])
         for key in ("forward_extra_memory_hidden_states", "train_extra_memory_hidden_states"):
             assert math.isfinite(ratios[key]), (variant, key, ratios[key])
