@@ -218,7 +218,7 @@ def load_sat_state_dict(sat_path: str | os.PathLike, allow_unsafe_pickle: bool =
         try:
             saved = _load(mmap=True, weights_only=not allow_unsafe_pickle)
         except RuntimeError as error:
-            if "mmap" not in str(error):
+            if "_use_new_zipfile_serialization" not in str(error):
                 raise
             # Legacy (pre-zip) torch files cannot be memory-mapped: read them whole.
             logger.warning(f"{file} is a legacy torch file that cannot be memory-mapped; loading it into memory.")
@@ -229,7 +229,7 @@ def load_sat_state_dict(sat_path: str | os.PathLike, allow_unsafe_pickle: bool =
             "If you trust this file, pass --allow-unsafe-pickle (Python: allow_unsafe_pickle=True); unpickling an "
             "untrusted file can run arbitrary code."
         ) from error
-    except (RuntimeError, EOFError, OSError, ValueError) as error:
+    except Exception as error:  # noqa: BLE001 - torch raises many types for damaged files; all mean the same here
         raise ValueError(
             f"Could not read SAT checkpoint {str(file)!r}: {str(error).splitlines()[0] if str(error) else type(error).__name__}. "
             "The file is corrupt, truncated or not a torch checkpoint; download or copy it again."
