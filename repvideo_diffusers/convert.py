@@ -172,6 +172,8 @@ def resolve_sat_file(sat_path: str | os.PathLike) -> Path:
             f"'<iteration>/{SAT_MODEL_FILE}') or a single .pt file."
         )
     latest = path / "latest"
+    if not latest.is_file() and len(nested := sorted(path.glob("*/latest"))) == 1:
+        latest, path = nested[0], nested[0].parent  # a download folder that holds the checkpoint folder
     if latest.is_file():
         iteration = latest.read_text().strip()
         candidate = path / iteration / SAT_MODEL_FILE
@@ -427,12 +429,10 @@ def _plan(sat_keys: list[str], expected: dict[str, torch.Size], shapes: dict[str
 def _write_transformer(folder: Path, model_config: dict, plan: _Plan, state: dict[str, torch.Tensor],
                        expected: dict[str, torch.Size], dtype: torch.dtype, max_shard_size: int | str) -> None:
     """Write config.json and the safetensors shards, materialising one shard of tensors at a time."""
-    from diffusers import CogVideoXTransformer3DModel
     from huggingface_hub import split_torch_state_dict_into_shards
     from safetensors.torch import save_file
 
     folder.mkdir(parents=True)
-    CogVideoXTransformer3DModel.from_config(model_config)  # validates the config before it is written
     with open(folder / "config.json", "w") as handle:
         json.dump({"_class_name": "CogVideoXTransformer3DModel", **_diffusers_version(), **model_config}, handle, indent=2)
     meta = {k: torch.empty(expected[k], dtype=dtype, device="meta") for k in plan.sources}
@@ -595,6 +595,7 @@ def convert_sat_checkpoint(
         >>> pipe = CogVideoXPipeline.from_pretrained(f"{work}/pipe")
         >>> pipe.enable_repvideo().gate.tolist()
         [0.5, 0.5, 0.5, 0.5]
+
         ```
     """
     from accelerate import init_empty_weights
@@ -783,6 +784,7 @@ def export_sat(
         >>> folder = export_sat(build_tiny_transformer(), RepVideoGates(num_blocks=4), tempfile.mkdtemp() + "/sat")
         >>> (folder / "latest").read_text()
         '1'
+
         ```
     """
     if isinstance(dtype, str):

@@ -139,6 +139,15 @@ def test_hand_built_sat_checkpoint_converts_to_the_same_outputs(tmp_path):
     assert diff <= 1e-6
 
 
+def test_sat_checkpoint_is_found_as_folder_parent_folder_or_file(tmp_path, sat_module):
+    folder = write_sat_folder(tmp_path / "download" / "RepVideo", sat_module, iteration=7)
+    for n, path in enumerate([folder, tmp_path / "download", folder / "7" / "mp_rank_00_model_states.pt"]):
+        assert convert_sat_checkpoint(path, tmp_path / f"out{n}").num_layers == 4
+    (folder / "latest").write_text("8")
+    with pytest.raises(FileNotFoundError, match="names iteration '8'.*does not exist"):
+        convert_sat_checkpoint(folder, tmp_path / "out9")
+
+
 def test_gates_model_card_names_the_sat_source(tmp_path):
     transformer, gates, _ = tiny_gated()
     write_sat_folder(tmp_path / "sat", sat_state_dict_by_hand(transformer, gates.gate))
@@ -394,3 +403,12 @@ def test_export_refuses_gates_of_another_window_or_length(tmp_path):
     with pytest.raises(ValueError, match="gates have 5 entries but the transformer has 4 blocks"):
         export_sat(transformer, RepVideoGates(num_blocks=5), tmp_path / "sat")
     assert not (tmp_path / "sat").exists()
+
+
+def test_docstring_examples_run():
+    import doctest
+    import importlib
+
+    result = doctest.testmod(importlib.import_module("repvideo_diffusers.convert"), optionflags=doctest.ELLIPSIS)
+    assert result.failed == 0
+    assert result.attempted >= 2
