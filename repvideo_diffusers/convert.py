@@ -633,8 +633,15 @@ def convert_sat_checkpoint(
     _check_supported(set(state))
     gate = state.pop(SAT_GATE_KEY, None)
     shapes = {k: v.shape for k, v in state.items()}
-    model_config, variant = infer_transformer_config(shapes, explicit_config, _base_transformer_config(base))
+    base_config = _base_transformer_config(base)
+    model_config, variant = infer_transformer_config(shapes, explicit_config, base_config)
     num_layers = model_config["num_layers"]
+    differing = sorted(k for k in ("num_layers", "num_attention_heads", "in_channels", "use_rotary_positional_embeddings")
+                       if k in base_config and base_config[k] != model_config.get(k))
+    if differing:
+        # Not an error: a fine-tune may reuse another model's VAE and text encoder. But usually it is a wrong --base.
+        logger.warning(f"--base {base!r} has a transformer that differs from the checkpoint in {differing}: check that "
+                       "its VAE and text encoder are the ones this checkpoint was trained with.")
     if gate is None:
         raise ValueError(
             f"missing keys (1): {SAT_PREFIX}{SAT_GATE_KEY}. This is a plain CogVideoX checkpoint without RepVideo "
