@@ -412,3 +412,11 @@ def test_docstring_examples_run():
     result = doctest.testmod(importlib.import_module("repvideo_diffusers.convert"), optionflags=doctest.ELLIPSIS)
     assert result.failed == 0
     assert result.attempted >= 2
+
+
+def test_unreachable_base_and_bad_config_are_refused(tmp_path, sat_module):
+    folder = write_sat_folder(tmp_path / "sat", sat_module)
+    _assert_refused(tmp_path, folder, "--base 'nobody/no-such-pipeline'.*could not be downloaded",
+                    base="nobody/no-such-pipeline")
+    (tmp_path / "bad.json").write_text(json.dumps({"num_layers": 4, "num_lauers": 4}))
+    _assert_refused(tmp_path, folder, r"does not take: \['num_lauers'\]", config=tmp_path / "bad.json")
