@@ -2,7 +2,7 @@
 
 Builds a SAT checkpoint with the official 2B shapes (30 layers, width 1920, random fp16 weights, ~3.4 GB, the gates
 set to 0.5), converts it in a child process and reports the child's peak resident memory as a ratio to the
-checkpoint size, plus how much of it was anonymous memory (new tensors) versus pages of the memory-mapped input
+checkpoint size, plus how much of it was anonymous memory (allocated) versus pages of the memory-mapped input
 file, which the kernel can drop at any time. Nothing here is a test; run it by hand:
 
     python benchmarks/convert_memory.py [--workdir /tmp] [--keep]
@@ -80,6 +80,8 @@ def _child(sat: str, out: str, max_shard_size: str) -> None:
     from repvideo_diffusers.convert import convert_sat_checkpoint
 
     baseline_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    baseline_anon_kb = next(int(line.split()[1]) for line in Path("/proc/self/status").read_text().splitlines()
+                            if line.startswith("RssAnon"))
     thread = threading.Thread(target=sample, daemon=True)
     thread.start()
     started = time.perf_counter()
@@ -90,6 +92,7 @@ def _child(sat: str, out: str, max_shard_size: str) -> None:
     print(json.dumps({
         "seconds": seconds,
         "baseline_rss_kb": baseline_kb,
+        "baseline_anon_kb": baseline_anon_kb,
         "peak_rss_kb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
         "peak_anon_kb": peaks["anon_kb"],
         "peak_file_kb": peaks["file_kb"],
@@ -136,8 +139,9 @@ def main() -> None:
         print(f"peak RSS: {figures['peak_rss_kb'] / gib:.2f} GiB = {figures['peak_rss_kb'] * 1024 / size:.2f} x checkpoint "
               f"(process baseline before converting {figures['baseline_rss_kb'] / gib:.2f} GiB)")
         print(f"  sampled peak of anonymous + mapped pages at one moment: {figures['peak_sampled_kb'] / gib:.2f} GiB")
-        print(f"  of which anonymous (new tensors): peak {figures['peak_anon_kb'] / gib:.2f} GiB = "
-              f"{figures['peak_anon_kb'] * 1024 / size:.2f} x checkpoint")
+        allocated = figures["peak_anon_kb"] - figures["baseline_anon_kb"]
+        print(f"  of which anonymous: peak {figures['peak_anon_kb'] / gib:.2f} GiB, of which the converter allocated "
+              f"{allocated / gib:.2f} GiB = {allocated * 1024 / size:.2f} x checkpoint (the rest is imported libraries)")
         print(f"  of which mapped checkpoint pages: peak {figures['peak_file_kb'] / gib:.2f} GiB")
         written = sum(f.stat().st_size for f in (work / "out").rglob("*") if f.is_file())
         print(f"output: {written / 2**30:.2f} GiB (max shard size {shard}) in {len(list((work / 'out' / 'transformer').glob('*.safetensors')))} shard(s)")
