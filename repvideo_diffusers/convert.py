@@ -842,7 +842,7 @@ def export_sat(
     else:
         logger.warning("CogVideoX1.5 rotary tables are not exported: SAT recomputes them (pass --force_inference).")
     sat[SAT_GATE_KEY] = gates.gate.detach()
-    module = {SAT_PREFIX + k: v.to(dtype).contiguous().clone() for k, v in sat.items()}
+    module = {SAT_PREFIX + k: v.to(dtype).contiguous() for k, v in sat.items()}
     with _AtomicFolder(out_dir, overwrite) as staging:
         (staging / str(iteration)).mkdir()
         torch.save({"module": module}, staging / str(iteration) / SAT_MODEL_FILE)
