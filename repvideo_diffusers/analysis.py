@@ -78,7 +78,8 @@ def attention_similarity(maps: Sequence[torch.Tensor]) -> torch.Tensor:
     """
     stacked = torch.stack([m.double().flatten(0, -2) for m in maps])  # (layers, rows, tokens)
     unit = torch.nn.functional.normalize(stacked, dim=-1)
-    similarity = torch.einsum("lrn,mrn->lmr", unit, unit).mean(-1).clamp_(-1.0, 1.0)
+    similarity = torch.einsum("lrn,mrn->lmr", unit, unit).mean(-1)
+    similarity = ((similarity + similarity.T) / 2).clamp_(-1.0, 1.0)  # exactly symmetric despite rounding
     similarity.fill_diagonal_(1.0)  # a map is identical to itself; rounding must not say otherwise
     return similarity
 
@@ -154,6 +155,37 @@ class _StepRecorder:
     def remove(self):
         for handle in self.handles:
             handle.remove()
+
+
+def diagnose_transformer(transformer: torch.nn.Module, queries: str | Sequence[int] = "frames", **inputs) -> dict:
+    """The diagnostics of one transformer forward call on ``inputs`` (no pipeline, no denoising loop).
+
+    Returns:
+        ``{"attention_similarity": layers x layers, "frame_similarity": one value per block, "grid": (t, h, w)}``.
+
+    Example:
+        ```python
+        >>> from repvideo_diffusers.analysis import diagnose_transformer
+        >>> from repvideo_diffusers.testing import TINY_MODELS
+        >>> transformer, inputs = TINY_MODELS["Wan"].build()
+        >>> result = diagnose_transformer(transformer, **inputs)
+        >>> len(result["attention_similarity"]), len(result["frame_similarity"])
+        (4, 4)
+        ```
+    """
+    with capture_attention(transformer, queries=queries) as capture:
+        recorder = _StepRecorder(transformer, capture)
+        try:
+            with torch.no_grad():
+                transformer(**inputs)
+        finally:
+            recorder.remove()
+        recorder.close_step()
+    return {
+        "attention_similarity": recorder.steps_attention[0],
+        "frame_similarity": recorder.steps_frames[0],
+        "grid": list(capture.grid),
+    }
 
 
 def _run(pipe, label, call, steps, queries, progress) -> dict:
@@ -300,17 +332,15 @@ def _shown_steps(count: int, most: int = 4) -> list[int]:
 
 def plot_attention_similarity(report: dict, path: str | os.PathLike):
     """Heatmaps of the layer x layer attention-map similarity: one row per run, a few steps plus their mean."""
-    import matplotlib
-
-    matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
     import matplotlib.ticker
+    from matplotlib.figure import Figure  # no pyplot: no global backend or figure state, works headless
 
     runs = list(report["runs"])
     steps = len(next(iter(report["runs"].values()))["attention_similarity"])
     shown = _shown_steps(steps)
     columns = len(shown) + 1
-    figure, axes = plt.subplots(len(runs), columns, figsize=(3.2 * columns + 1.2, 3.2 * len(runs) + 0.8), squeeze=False)
+    figure = Figure(figsize=(3.2 * columns + 1.2, 3.2 * len(runs) + 0.8))
+    axes = figure.subplots(len(runs), columns, squeeze=False)
     image = None
     for row, label in enumerate(runs):
         run = report["runs"][label]
@@ -337,18 +367,15 @@ def plot_attention_similarity(report: dict, path: str | os.PathLike):
         fontsize=11,
     )
     figure.savefig(path, dpi=110, bbox_inches="tight")
-    plt.close(figure)
 
 
 def plot_frame_similarity(report: dict, path: str | os.PathLike):
     """Adjacent-frame feature similarity after each block: mean over steps, with the spread over steps shaded."""
-    import matplotlib
-
-    matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
     import matplotlib.ticker
+    from matplotlib.figure import Figure  # no pyplot: no global backend or figure state, works headless
 
-    figure, axis = plt.subplots(figsize=(7.5, 4.2))
+    figure = Figure(figsize=(7.5, 4.2))
+    axis = figure.subplots()
     for label, run in report["runs"].items():
         values = torch.tensor(run["frame_similarity"], dtype=torch.float64)  # (steps, blocks)
         blocks = range(values.shape[1])
@@ -362,18 +389,15 @@ def plot_frame_similarity(report: dict, path: str | os.PathLike):
     axis.grid(alpha=0.3)
     axis.legend(loc="best")
     figure.savefig(path, dpi=110, bbox_inches="tight")
-    plt.close(figure)
 
 
 def plot_gates(report: dict, path: str | os.PathLike):
     """The learned gate of every block, with the feature-cache windows marked."""
-    import matplotlib
-
-    matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
     import matplotlib.ticker
+    from matplotlib.figure import Figure  # no pyplot: no global backend or figure state, works headless
 
-    figure, axis = plt.subplots(figsize=(7.5, 3.6))
+    figure = Figure(figsize=(7.5, 3.6))
+    axis = figure.subplots()
     run = report["runs"].get("repvideo")
     if run is None:
         axis.text(0.5, 0.5, "no RepVideo run in this report", ha="center", va="center", transform=axis.transAxes)
@@ -393,7 +417,6 @@ def plot_gates(report: dict, path: str | os.PathLike):
         axis.set_title(f"RepVideo gates (window {window}; red: cache reset; gray: gate has no effect)")
         axis.grid(axis="y", alpha=0.3)
     figure.savefig(path, dpi=110, bbox_inches="tight")
-    plt.close(figure)
 
 
 def save_report(report: dict, out_dir: str | os.PathLike) -> list[Path]:
