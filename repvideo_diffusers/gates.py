@@ -68,6 +68,10 @@ class RepVideoGates(ModelMixin, ConfigMixin):
             raise ValueError(f"RepVideoGates needs num_blocks >= 1 (one gate per transformer block), got {num_blocks}.")
         self.gate = torch.nn.Parameter(torch.full((num_blocks,), float(gate_init)))
 
+    def forward(self, index: int | None = None) -> torch.Tensor:
+        """The gate of block `index` (a 0-dim view), or the whole vector."""
+        return self.gate if index is None else self.gate[index]
+
     @classmethod
     def from_config_and_transformer(
         cls, config: RepVideoConfig, num_blocks: int, family: str | None = None, base_model: str | None = None
