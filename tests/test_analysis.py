@@ -157,3 +157,23 @@ def test_cli_analyze_explains_bad_queries(tmp_path, capsys):
     assert main(["analyze", "--queries", "1,x", "--out", str(tmp_path / "out")]) == 2
     assert "--queries must be 'frames' or comma-separated token indices" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.slow
+def test_the_analysis_notebook_runs_and_shows_three_figures(tiny_pipeline_dir, tmp_path, monkeypatch):
+    import nbformat
+    from nbclient import NotebookClient
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    # the kernel must import this checkout, offline, and find the tiny pipeline the tests already built
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")])))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    notebook = nbformat.read(os.path.join(root, "examples", "analysis.ipynb"), as_version=4)
+    NotebookClient(notebook, kernel_name="python3", timeout=300, resources={"metadata": {"path": str(tmp_path)}}).execute()
+    outputs = [output for cell in notebook.cells if cell.cell_type == "code" for output in cell.outputs]
+    errors = [output for output in outputs if output.output_type == "error"]
+    assert errors == []
+    images = [output for output in outputs if "image/png" in output.get("data", {})]
+    assert len(images) == 3
+    text = "".join(output.get("text", "") for output in outputs)
+    assert "attention backend: sdpa" in text and "mean_adjacent_frame_similarity" in text
