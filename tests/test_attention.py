@@ -222,3 +222,21 @@ def test_capture_leaves_a_set_backend_in_place_and_the_stock_processors_otherwis
         _forward(transformer, inputs)
     assert get_attention_backend(transformer) == "sdpa"
     assert all(p.kernel == "sdpa" and p.capture is None for p in _processors(transformer).values())
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device: xformers has no CPU operator")
+@pytest.mark.parametrize("family", FAMILIES)
+def test_xformers_on_cuda_matches_sdpa_within_bf16_noise(family):
+    problem = attention.probe_xformers("cuda", torch.bfloat16)
+    if problem is not None:
+        pytest.skip(f"xformers cannot run here: {problem}")
+    transformer, inputs = TINY_MODELS[family].build(seed=4, dtype=torch.bfloat16)
+    transformer.to("cuda")
+    inputs = {k: v.to("cuda") if torch.is_tensor(v) else v for k, v in inputs.items()}
+    assert set_attention_backend(transformer, "sdpa") == "sdpa"
+    sdpa = _forward(transformer, inputs).float()
+    assert set_attention_backend(transformer, "auto") == "xformers"
+    fused = _forward(transformer, inputs).float()
+    # bf16 keeps 8 bits of mantissa: two kernels summing in different orders differ by a few ulps of the output
+    assert (fused - sdpa).abs().max().item() <= 0.03 * sdpa.abs().max().item() + 1e-2
