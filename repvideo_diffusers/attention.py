@@ -276,7 +276,8 @@ class AttentionCapture:
         # One query per latent frame: the token at the centre of the frame.
         return torch.tensor([offset + frame * h * w + (h // 2) * w + w // 2 for frame in range(t)])
 
-    def record(self, layer: int, query, key, attn_mask, scale, layout: str, batch_index: int | None = None):
+    def record(self, layout: str, layer: int, query, key, attn_mask, scale, batch_index: int | None = None):
+        query, key = query.detach(), key.detach()  # a diagnostic: never part of any autograd graph
         if layout == "BNHD":
             query, key = query.transpose(1, 2), key.transpose(1, 2)
         tokens = key.shape[2]
@@ -354,7 +355,7 @@ class RepVideoAttnProcessorMixin:
             return
         batch_index = self._calls_in_forward
         self._calls_in_forward += 1
-        self.capture.record(self.layer, query, key, attn_mask, scale, layout, batch_index)
+        self.capture.record(layout, self.layer, query, key, attn_mask, scale, batch_index)
 
 
 @functools.lru_cache(maxsize=None)

@@ -240,3 +240,16 @@ def test_xformers_on_cuda_matches_sdpa_within_bf16_noise(family):
     fused = _forward(transformer, inputs).float()
     # bf16 keeps 8 bits of mantissa: two kernels summing in different orders differ by a few ulps of the output
     assert (fused - sdpa).abs().max().item() <= 0.03 * sdpa.abs().max().item() + 1e-2
+
+
+@pytest.mark.parametrize("family, masked", [("HunyuanVideo", slice(57, 60)), ("Mochi", slice(56, 60))])
+def test_capture_gives_padded_text_tokens_zero_attention(family, masked):
+    transformer, inputs = TINY_MODELS[family].build()
+    inputs["encoder_attention_mask"][0, 8 if family == "Mochi" else 9 :] = False  # sample 0: padded text
+    with capture_attention(transformer) as capture:
+        _forward(transformer, inputs)
+    for rows in capture.maps:
+        assert rows.shape == (2, 3, 60)  # 48 video + 12 text tokens for both samples
+        assert rows[0, :, masked].abs().max().item() == 0.0
+        assert rows[1, :, masked].min().item() > 0.0
+        assert (rows.sum(-1) - 1).abs().max().item() < 1e-5
