@@ -18,7 +18,7 @@ Example:
     >>> import tempfile
     >>> from repvideo_diffusers.analysis import analyze, save_report
     >>> from repvideo_diffusers.tiny import load_tiny_pipeline
-    >>> report = analyze(load_tiny_pipeline(), "a red fox in the snow", num_inference_steps=2,
+    >>> report = analyze(load_tiny_pipeline(), "a fox in snow", num_inference_steps=2,
     ...                  max_sequence_length=16, progress=False)
     >>> len(report["runs"]["repvideo"]["attention_similarity"])  # one 4 x 4 matrix per step
     2
