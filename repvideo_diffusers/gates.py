@@ -47,6 +47,7 @@ class RepVideoGates(ModelMixin, ConfigMixin):
         >>> gates.save_pretrained(folder)
         >>> RepVideoGates.from_pretrained(folder).gate.tolist()
         [0.25, 0.25, 0.25, 0.25]
+
         ```
     """
 
@@ -110,6 +111,7 @@ Learned gates of [RepVideo](https://arxiv.org/abs/2501.08994) (cross-layer featu
 import repvideo_diffusers  # adds enable_repvideo() to every diffusers pipeline
 
 pipe.enable_repvideo("<this repo or folder>")
+
 ```
 
 Put this folder as `repvideo/` inside a pipeline folder and plain `pipe.enable_repvideo()` loads it.

@@ -35,6 +35,7 @@ def enable_repvideo(self, config_or_weights: RepVideoConfig | str | os.PathLike 
         >>> pipe = load_tiny_pipeline()
         >>> gates = pipe.enable_repvideo(repvideo_diffusers.RepVideoConfig(gate_init=0.0))
         >>> pipe.disable_repvideo()
+
         ```
     """
     from .gates import resolve_gates

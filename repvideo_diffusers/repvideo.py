@@ -298,6 +298,7 @@ def apply_repvideo(
         >>> gates.gate.shape
         torch.Size([4])
         >>> remove_repvideo(transformer)
+
         ```
     """
     from .gates import RepVideoGates, resolve_gates
@@ -356,6 +357,7 @@ def remove_repvideo(transformer: torch.nn.Module) -> None:
         >>> remove_repvideo(transformer)
         >>> hasattr(transformer, "repvideo_gates")
         False
+
         ```
     """
     attachment: _Attachment | None = getattr(transformer, _STATE_ATTRIBUTE, None)

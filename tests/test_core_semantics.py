@@ -11,12 +11,15 @@ import pytest
 import torch
 
 from repvideo_diffusers import RepVideoConfig, apply_repvideo, get_transformer_blocks, remove_repvideo
-from repvideo_diffusers.testing import TINY_MODELS
+from repvideo_diffusers.testing import TINY_MODELS, TINY_VARIANTS
 
-FAMILIES = sorted(TINY_MODELS)
+MODELS = {**TINY_MODELS, **TINY_VARIANTS}
+FAMILIES = sorted(MODELS)  # the five families plus CogVideoX 5B-I2V / 1.5-T2V / 1.5-I2V configurations
 # Which families blend the text stream too (joint attention), stated here, not read from the package.
 JOINT = {"CogVideoX": True, "HunyuanVideo": True, "Mochi": True, "Wan": False, "LTX-Video": False}
+JOINT.update({variant: True for variant in TINY_VARIANTS})
 BLOCK_LISTS = {
+    **{variant: ["transformer_blocks"] for variant in TINY_VARIANTS},
     "CogVideoX": ["transformer_blocks"],
     "Wan": ["blocks"],
     "HunyuanVideo": ["transformer_blocks", "single_transformer_blocks"],
@@ -69,7 +72,7 @@ def reference_output(transformer, inputs, gates, window, joint):
 
 
 def build(family, seed=0):
-    transformer, inputs = TINY_MODELS[family].build(seed=seed)
+    transformer, inputs = MODELS[family].build(seed=seed)
     transformer._family = family
     return transformer, inputs
 
