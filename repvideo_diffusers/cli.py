@@ -11,6 +11,8 @@ import sys
 # name of the owning module; imported lazily so `repvideo --help` stays fast.
 _COMMAND_MODULES = (
     "repvideo_diffusers.generate",
+    "repvideo_diffusers.analysis",
+    "repvideo_diffusers.convert",
     "repvideo_diffusers.bench",
     # more sub-commands are added here, one module each
 )

@@ -102,20 +102,19 @@ def _untouched(transformer, inputs, vanilla):
     assert torch.equal(run(transformer, inputs), vanilla)
 
 
-def test_gates_for_another_block_count_raise_and_leave_the_model_untouched(tmp_path):
-    RepVideoGates(num_blocks=30, model_family="CogVideoX").save_pretrained(tmp_path)
+@pytest.mark.parametrize(
+    "saved, message",
+    [
+        (dict(num_blocks=30, model_family="CogVideoX"), "30 blocks .* has 4 blocks"),
+        (dict(num_blocks=4, model_family="Wan"), "saved for a Wan model"),
+    ],
+    ids=["another-block-count", "another-family"],
+)
+def test_gates_saved_for_another_model_raise_and_leave_the_model_untouched(tmp_path, saved, message):
+    RepVideoGates(**saved).save_pretrained(tmp_path)
     transformer, inputs = TINY_MODELS["CogVideoX"].build()
     vanilla = run(transformer, inputs)
-    with pytest.raises(ValueError, match="30 blocks .* has 4 blocks"):
-        apply_repvideo(transformer, str(tmp_path))
-    _untouched(transformer, inputs, vanilla)
-
-
-def test_gates_for_another_family_raise_and_leave_the_model_untouched(tmp_path):
-    RepVideoGates(num_blocks=4, model_family="Wan").save_pretrained(tmp_path)
-    transformer, inputs = TINY_MODELS["CogVideoX"].build()
-    vanilla = run(transformer, inputs)
-    with pytest.raises(ValueError, match="saved for a Wan model"):
+    with pytest.raises(ValueError, match=message):
         apply_repvideo(transformer, str(tmp_path))
     _untouched(transformer, inputs, vanilla)
 

@@ -81,6 +81,25 @@ def test_plain_enable_repvideo_loads_the_gates_saved_in_the_pipeline_folder(pipe
     assert gates.config.window == 2
 
 
+def test_saving_a_pipeline_with_repvideo_on_writes_clean_weights_and_repvideo_folder(tiny_pipe, tmp_path):
+    from safetensors.torch import load_file
+
+    vanilla = frames(tiny_pipe)
+    gates = tiny_pipe.enable_repvideo(RepVideoConfig(window=2, gate_init=0.35))
+    expected = frames(tiny_pipe)
+    tiny_pipe.save_pretrained(tmp_path / "saved")
+
+    weights = load_file(tmp_path / "saved" / "transformer" / "diffusion_pytorch_model.safetensors")
+    assert not [key for key in weights if "repvideo" in key]  # transformer/ stays the base model
+    assert tiny_pipe.transformer.repvideo_gates is gates  # still enabled after saving
+
+    reloaded = CogVideoXPipeline.from_pretrained(tmp_path / "saved")
+    assert np.array_equal(frames(reloaded), vanilla)
+    reloaded.enable_repvideo()
+    assert reloaded.transformer.repvideo_gates.config.window == 2
+    assert np.array_equal(frames(reloaded), expected)
+
+
 def test_apply_with_none_finds_gates_beside_a_transformer_loaded_on_its_own(pipeline_with_gates):
     from diffusers import CogVideoXTransformer3DModel
 
