@@ -72,6 +72,7 @@ def test_bench_rejects_unknown_size_and_output_file(tmp_path):
     assert target.read_text() == "keep me"
 
 
+@pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU; no GPU was lent to this task")
 def test_bench_tiny_on_cuda_measures_peak_memory_with_the_cuda_allocator():
     report = run_benchmark(size="tiny", device="cuda", repeats=2, warmup=1)

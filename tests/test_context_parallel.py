@@ -60,6 +60,7 @@ def test_repvideo_under_two_process_context_parallelism_on_cpu_equals_one_proces
     _check(_run("gloo", "Wan"), ["Wan"], 2)
 
 
+@pytest.mark.gpu
 @pytest.mark.skipif(torch.cuda.device_count() < 2,
                     reason="needs 2 CUDA GPUs for NCCL context parallelism; no GPU was lent to this task")
 def test_repvideo_under_two_gpu_context_parallelism_equals_one_gpu():
