@@ -38,6 +38,7 @@ def test_bench_tiny_writes_json_and_png_with_positive_finite_ratios(tmp_path, ca
         for key in ("forward_time_ratio", "train_time_ratio", "forward_time_ratio_min", "train_time_ratio_min",
                     "forward_cpu_time_ratio", "train_cpu_time_ratio"):
             assert math.isfinite(ratios[key]) and ratios[key] > 0, (variant, key, ratios[key])
+        assert 0 < ratios["per_block_hook_fraction"] < 1, ratios  # the hook's work is a fraction of a block's
         for key in ("forward_extra_memory_hidden_states", "train_extra_memory_hidden_states"):
             assert math.isfinite(ratios[key]), (variant, key, ratios[key])
     for result in report["results"].values():
