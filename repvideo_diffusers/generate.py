@@ -126,7 +126,6 @@ def run(args: argparse.Namespace) -> int:
     import repvideo_diffusers  # noqa: F401 - adds enable_repvideo to pipelines
     from accelerate import PartialState
 
-
     for name in ("steps", "frames", "height", "width"):
         _check_positive(name, getattr(args, name))
     jobs = _jobs(args)
@@ -135,7 +134,10 @@ def run(args: argparse.Namespace) -> int:
     # told `cpu=True`; `accelerate launch --cpu` itself starts one process, so `--multi_gpu` is the launcher to use.
     on_cpu = (args.device or "").startswith("cpu") or not torch.accelerator.is_available()
     state = PartialState(cpu=on_cpu)
-    device = args.device or (str(state.device) if state.num_processes > 1 else None)
+    if state.num_processes > 1 and args.device in (None, "cuda"):
+        device = str(state.device)  # one GPU per process (cuda:<local rank>), not all of them on cuda:0
+    else:
+        device = args.device
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     dtype = _DTYPES[args.dtype] if args.dtype else (torch.bfloat16 if device.startswith("cuda") else torch.float32)
     pipe = load_pipeline(args.model, dtype)
