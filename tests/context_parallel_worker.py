@@ -1,7 +1,8 @@
 """Run by `test_context_parallel.py` under `torch.distributed.run`: RepVideo with and without diffusers' context
 parallelism (`transformer.enable_parallelism(ContextParallelConfig(ulysses_degree=world_size))`) on one rank.
 
-Prints one JSON line per case: the largest difference between the context-parallel output and the single-process
+Writes one JSON line per case into ``OUT_DIR/rank<r>.jsonl`` (a file per rank: two ranks printing to one pipe can
+interleave their lines): the largest difference between the context-parallel output and the single-process
 output of the same model, how much RepVideo changes the output (so the first number means something), and how many
 tokens the feature cache held on this rank (a shard: sequence / world size).
 """
@@ -13,7 +14,7 @@ import torch
 import torch.distributed as dist
 
 
-def main(backend: str, families: list[str]) -> None:
+def main(backend: str, families: list[str], out_dir: str) -> None:
     dist.init_process_group(backend)
     rank, world = dist.get_rank(), dist.get_world_size()
     device = torch.device("cuda", rank) if backend == "nccl" else torch.device("cpu")
@@ -58,17 +59,19 @@ def main(backend: str, families: list[str]) -> None:
             )
             with torch.no_grad():
                 output = transformer(**inputs, return_dict=False)[0]
-            print(json.dumps({
+            record = json.dumps({
                 "rank": rank, "world": world, "family": family, "order": order,
                 "max_difference": (output - reference).abs().max().item(),
                 "repvideo_effect": (reference - vanilla).abs().max().item(),
                 "cached_tokens": cached_tokens[0],
                 "output_shape": list(output.shape),
                 "reference_shape": list(reference.shape),
-            }), flush=True)
+            })
+            with open(f"{out_dir}/rank{rank}.jsonl", "a") as results:
+                results.write(record + "\n")
     dist.barrier()
     dist.destroy_process_group()
 
 
 if __name__ == "__main__":
-    main(sys.argv[1], sys.argv[2].split(","))
+    main(sys.argv[1], sys.argv[2].split(","), sys.argv[3])

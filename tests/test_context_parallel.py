@@ -23,7 +23,7 @@ WORKER = Path(__file__).with_name("context_parallel_worker.py")
 WORKTREE = Path(__file__).resolve().parents[1]
 
 
-def _run(backend: str, families: str, processes: int = 2) -> list[dict]:
+def _run(backend: str, families: str, out_dir: Path, processes: int = 2) -> list[dict]:
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join([str(WORKTREE), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
     env["OMP_NUM_THREADS"] = "1"
@@ -31,7 +31,7 @@ def _run(backend: str, families: str, processes: int = 2) -> list[dict]:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
     command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(processes),
-               "--master_addr", "127.0.0.1", "--master_port", str(port), str(WORKER), backend, families]
+               "--master_addr", "127.0.0.1", "--master_port", str(port), str(WORKER), backend, families, str(out_dir)]
     # A session of its own, so a hung rendezvous can be ended with all its workers, not just the launcher.
     process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                                start_new_session=True)
@@ -42,7 +42,7 @@ def _run(backend: str, families: str, processes: int = 2) -> list[dict]:
         stdout, stderr = process.communicate()
         pytest.fail("context-parallel workers did not finish within 240 s:\n" + stderr[-4000:])
     assert process.returncode == 0, stdout[-4000:] + stderr[-4000:]
-    return [json.loads(line) for line in stdout.splitlines() if line.startswith("{")]
+    return [json.loads(line) for path in sorted(out_dir.glob("rank*.jsonl")) for line in path.read_text().splitlines()]
 
 
 def _check(records: list[dict], families: list[str], processes: int):
@@ -56,13 +56,13 @@ def _check(records: list[dict], families: list[str], processes: int):
 
 
 @pytest.mark.slow
-def test_repvideo_under_two_process_context_parallelism_on_cpu_equals_one_process():
-    _check(_run("gloo", "Wan"), ["Wan"], 2)
+def test_repvideo_under_two_process_context_parallelism_on_cpu_equals_one_process(tmp_path):
+    _check(_run("gloo", "Wan", tmp_path), ["Wan"], 2)
 
 
 @pytest.mark.gpu
 @pytest.mark.skipif(torch.cuda.device_count() < 2,
                     reason="needs 2 CUDA GPUs for NCCL context parallelism; no GPU was lent to this task")
-def test_repvideo_under_two_gpu_context_parallelism_equals_one_gpu():
-    records = _run("nccl", "Wan", processes=2)
+def test_repvideo_under_two_gpu_context_parallelism_equals_one_gpu(tmp_path):
+    records = _run("nccl", "Wan", tmp_path, processes=2)
     _check(records, ["Wan"], 2)
