@@ -220,7 +220,7 @@ def load_dataset(pipe, family: str, data, *, height: int, width: int, num_frames
         try:
             frames, _ = read_video(row.path)
         except (ValueError, FileNotFoundError) as error:
-            logger.warning(f"Skipping {row.file_name} ({row.where}): unreadable video ({error}).")
+            logger.warning(f"Skipping {row.file_name} ({row.where}): unreadable video ({str(error).splitlines()[0]}).")
             skipped["unreadable"] += 1
             continue
         if len(frames) < num_frames:

@@ -116,7 +116,12 @@ class TrainResult:
     lora_dir: Path | None = None
     transformer_dir: Path | None = None
     num_samples: int = 0
-    step_time_s: float | None = None
+    step_time_s: float | None = None  # median wall time of one optimizer step
+    num_processes: int = 1
+    global_batch: int = 1  # clips per optimizer step, all processes and accumulation together
+    peak_memory_mb: float | None = None  # CUDA: peak allocated; CPU: peak resident set of the process
+    rank_gate_spread: float = 0.0  # largest difference between the gates of any two processes (0 under DDP)
+    pipeline: object = field(default=None, repr=False)  # the trained pipeline, RepVideo (and LoRA) attached
 
 
 def training_loss(transformer, objective, x0: torch.Tensor, forward_kwargs, generator: torch.Generator):
@@ -226,6 +231,17 @@ def _plot_gates(history_steps, history, final, path: Path) -> None:
     figure.tight_layout()
     figure.savefig(path, dpi=100)
     plt.close(figure)
+
+
+def _peak_memory_mb(device: torch.device) -> float | None:
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    try:
+        import resource
+
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # kilobytes on Linux
+    except (ImportError, OSError):
+        return None
 
 
 def _configure_trainable(transformer, gates, config: TrainConfig) -> None:
@@ -470,7 +486,12 @@ def train(config: TrainConfig) -> TrainResult:
     result = TrainResult(output_dir=output_dir, gates_dir=output_dir / "repvideo", steps=step,
                          final_loss=losses[-1] if losses else float("nan"), losses=losses,
                          gates=gates.gate.detach().float().cpu().tolist(), num_samples=len(samples),
-                         step_time_s=(sorted(step_times)[len(step_times) // 2] if step_times else None))
+                         step_time_s=(sorted(step_times)[len(step_times) // 2] if step_times else None),
+                         num_processes=world, global_batch=global_batch * accumulation, pipeline=pipe)
+    # DDP keeps replicas identical by construction; check it, since a silent divergence would waste a whole run.
+    every_rank = accelerator.gather(gates.gate.detach().float()[None])
+    result.peak_memory_mb = _peak_memory_mb(accelerator.device)
+    result.rank_gate_spread = (every_rank.max(0).values - every_rank.min(0).values).max().item()
     if accelerator.is_main_process:
         _save_outputs(pipe, transformer, gates, config, result, history_steps, history, model_id)
     accelerator.wait_for_everyone()
@@ -487,7 +508,7 @@ def _card_text(config: TrainConfig, result: TrainResult, model_id: str) -> str:
     return f"""
 ## Training
 
-Trained with `repvideo train` ([repvideo-diffusers](https://github.com/)):
+Trained with `repvideo train` (repvideo-diffusers):
 
 | | |
 |---|---|
@@ -496,7 +517,7 @@ Trained with `repvideo train` ([repvideo-diffusers](https://github.com/)):
 | training clips | {result.num_samples} |
 | steps | {result.steps} |
 | learning rate | {config.lr:g} |
-| global batch | {config.batch_size} x {config.gradient_accumulation_steps} accumulation x processes |
+| global batch | {result.global_batch} ({config.batch_size} per process x {result.num_processes} processes x {config.gradient_accumulation_steps} accumulation) |
 | gate init | {config.gate_init:g} |
 | final loss | {result.final_loss:.6f} |
 
@@ -527,7 +548,9 @@ def _save_outputs(pipe, transformer, gates, config, result, history_steps, histo
         _replace_dir(staging, output_dir / "transformer")
     summary = {"steps": result.steps, "final_loss": result.final_loss, "gates": result.gates,
                "num_samples": result.num_samples, "learning_rate": config.lr, "train": config.train,
-               "median_step_time_s": result.step_time_s}
+               "median_step_time_s": result.step_time_s, "num_processes": result.num_processes,
+               "global_batch": result.global_batch, "rank_gate_spread": result.rank_gate_spread,
+               "peak_memory_mb": result.peak_memory_mb}
     (output_dir / "train_summary.json").write_text(json.dumps(summary, indent=2))
     if config.push_to_hub:
         from huggingface_hub import create_repo, upload_folder
