@@ -109,7 +109,6 @@ OBJECTIVES: dict[str, Callable[..., Objective]] = {
     "DDPMScheduler": DiffusionObjective,
     "DPMSolverMultistepScheduler": DiffusionObjective,
     "FlowMatchEulerDiscreteScheduler": FlowMatchingObjective,
-    "UniPCMultistepScheduler": None,  # resolved below: Wan ships UniPC configured for flow matching
 }
 
 
@@ -132,12 +131,11 @@ def objective_for(scheduler) -> Objective:
         objective.name = f"flow matching (target noise - x0, logit-normal sigmas, shift {objective.shift:g})"
         return objective
     for cls in type(scheduler).__mro__:
-        factory = OBJECTIVES.get(cls.__name__)
-        if factory is not None:
-            return factory(scheduler)
-    known = ", ".join(name for name, factory in OBJECTIVES.items() if factory is not None)
+        if cls.__name__ in OBJECTIVES:
+            return OBJECTIVES[cls.__name__](scheduler)
+    known = ", ".join(OBJECTIVES)
     raise ValueError(
         f"repvideo train has no training objective for scheduler {type(scheduler).__name__}. Known schedulers: "
-        f"{known}. Load the pipeline with one of them (e.g. `pipe.scheduler = CogVideoXDDIMScheduler.from_config("
+        f"{known}, or any scheduler configured for flow prediction. Load the pipeline with one of them (e.g. `pipe.scheduler = CogVideoXDDIMScheduler.from_config("
         "pipe.scheduler.config)`)."
     )
