@@ -4,10 +4,11 @@ Single process::
 
     repvideo train --data clips/ --output-dir runs/gates --max-steps 1000
 
-Several GPUs (DDP), or two CPU processes for a smoke test::
+Several GPUs (DDP), or two CPU processes over gloo for a smoke test (``accelerate launch --cpu`` starts a single
+process, so CPU runs go through torchrun with ``ACCELERATE_USE_CPU``)::
 
-    accelerate launch --num_processes 2 -m repvideo_diffusers train --data clips/ --output-dir runs/gates
-    accelerate launch --cpu --num_processes 2 -m repvideo_diffusers train --data clips/ --output-dir runs/cpu
+    accelerate launch --multi_gpu --num_processes 2 -m repvideo_diffusers train --data clips/ --output-dir runs/gates
+    ACCELERATE_USE_CPU=true torchrun --nproc_per_node 2 -m repvideo_diffusers train --data clips/ --output-dir runs/cpu
 """
 
 from __future__ import annotations
