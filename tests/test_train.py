@@ -84,8 +84,12 @@ def _samples(pipe, data):
 
 def test_gates_only_training_lowers_fixed_batch_loss_and_leaves_base_weights_bitwise_unchanged(clips, tmp_path,
                                                                                                  tiny_pipe):
-    result = train(_config(clips, tmp_path / "run", max_steps=12, batch_size=3, gate_init=0.5))
+    result = train(_config(clips, tmp_path / "run", max_steps=12, batch_size=3, gate_init=0.5, validation_every=12))
     trained = result.pipeline.transformer
+    from repvideo_diffusers.video import read_video
+
+    frames, _ = read_video(tmp_path / "run" / "validation" / "step-000012.mp4")
+    assert frames.shape == (9, 64, 96, 3)
 
     # Base weights: bitwise those of a freshly loaded pipeline; only the gates differ.
     fresh = dict(tiny_pipe.transformer.named_parameters())
@@ -119,8 +123,9 @@ def test_gates_only_training_lowers_fixed_batch_loss_and_leaves_base_weights_bit
     assert (result.gates_dir / "gates.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
-def test_lora_mode_trains_gates_and_adapters_that_load_back_onto_a_fresh_pipeline(clips, tmp_path, tiny_pipe):
-    result = train(_config(clips, tmp_path / "run", train="lora", lora_rank=4, max_steps=3))
+def test_lora_mode_trains_gates_and_adapters_that_load_back_and_resume_bitwise(clips, tmp_path, tiny_pipe):
+    options = dict(train="lora", lora_rank=4, max_steps=4, checkpoint_every=2)
+    result = train(_config(clips, tmp_path / "run", **options))
     trained = dict(result.pipeline.transformer.named_parameters())
     lora_b = [n for n in trained if "lora_B" in n]
     assert lora_b and max(trained[n].abs().max().item() for n in lora_b) > 0  # B starts at zero: it has learned
@@ -136,19 +141,31 @@ def test_lora_mode_trains_gates_and_adapters_that_load_back_onto_a_fresh_pipelin
     assert loaded.keys() == saved.keys()
     assert all(torch.equal(loaded[n], saved[n]) for n in saved)
 
+    # Interrupted after checkpoint-2 and resumed: adapters and gates bitwise those of the straight run.
+    shutil.copytree(tmp_path / "run" / "checkpoints" / "checkpoint-2", tmp_path / "resumed" / "checkpoints" / "checkpoint-2")
+    resumed = train(_config(clips, tmp_path / "resumed", resume="latest", **options))
+    a = load_file(result.lora_dir / "pytorch_lora_weights.safetensors")
+    b = load_file(resumed.lora_dir / "pytorch_lora_weights.safetensors")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert resumed.gates == result.gates and resumed.final_loss == result.final_loss
+
 
 def test_resumed_run_ends_bitwise_equal_to_the_uninterrupted_run(clips, tmp_path):
-    options = dict(max_steps=6, checkpoint_every=3, batch_size=2, gradient_accumulation_steps=2,
+    options = dict(max_steps=4, checkpoint_every=2, batch_size=2, gradient_accumulation_steps=2,
                    lr_scheduler="cosine")
     straight = train(_config(clips, tmp_path / "straight", **options))
-    # An interrupted run: only checkpoint-3 made it to disk before the process died.
-    shutil.copytree(tmp_path / "straight" / "checkpoints" / "checkpoint-3", tmp_path / "resumed" / "checkpoints" / "checkpoint-3")
+    # An interrupted run: only checkpoint-2 made it to disk before the process died.
+    shutil.copytree(tmp_path / "straight" / "checkpoints" / "checkpoint-2", tmp_path / "resumed" / "checkpoints" / "checkpoint-2")
     resumed = train(_config(clips, tmp_path / "resumed", resume="latest", **options))
     a = load_file(straight.gates_dir / "diffusion_pytorch_model.safetensors")["gate"]
     b = load_file(resumed.gates_dir / "diffusion_pytorch_model.safetensors")["gate"]
     assert torch.equal(a, b) and not torch.equal(a, torch.full((4,), 0.5))
     assert resumed.final_loss == straight.final_loss
-    assert resumed.losses == straight.losses  # the first 3 from the checkpoint, the last 3 recomputed
+    assert resumed.losses == straight.losses  # the first 2 from the checkpoint, the last 2 recomputed
+
+    # Resuming with settings that change what the steps see is refused, and the checkpoint is left alone.
+    with pytest.raises(ValueError, match=r"different settings \(global_batch: 2 there, 1 now\)"):
+        train(_config(clips, tmp_path / "resumed", resume="latest", **{**options, "batch_size": 1}))
 
 
 def test_bad_clips_are_skipped_with_a_count_and_nothing_usable_is_a_clear_error(tmp_path, caplog):

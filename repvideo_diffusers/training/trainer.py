@@ -550,7 +550,7 @@ def _save_outputs(pipe, transformer, gates, config, result, history_steps, histo
                "num_samples": result.num_samples, "learning_rate": config.lr, "train": config.train,
                "median_step_time_s": result.step_time_s, "num_processes": result.num_processes,
                "global_batch": result.global_batch, "rank_gate_spread": result.rank_gate_spread,
-               "peak_memory_mb": result.peak_memory_mb}
+               "peak_memory_mb": result.peak_memory_mb, "losses": result.losses}
     (output_dir / "train_summary.json").write_text(json.dumps(summary, indent=2))
     if config.push_to_hub:
         from huggingface_hub import create_repo, upload_folder
