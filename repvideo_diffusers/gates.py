@@ -47,6 +47,7 @@ class RepVideoGates(ModelMixin, ConfigMixin):
         >>> gates.save_pretrained(folder)
         >>> RepVideoGates.from_pretrained(folder).gate.tolist()
         [0.25, 0.25, 0.25, 0.25]
+
         ```
     """
 
@@ -67,6 +68,10 @@ class RepVideoGates(ModelMixin, ConfigMixin):
         if num_blocks < 1:
             raise ValueError(f"RepVideoGates needs num_blocks >= 1 (one gate per transformer block), got {num_blocks}.")
         self.gate = torch.nn.Parameter(torch.full((num_blocks,), float(gate_init)))
+
+    def forward(self, index: int | None = None) -> torch.Tensor:
+        """The gate of block `index` (a 0-dim view), or the whole vector."""
+        return self.gate if index is None else self.gate[index]
 
     @classmethod
     def from_config_and_transformer(
@@ -106,6 +111,7 @@ Learned gates of [RepVideo](https://arxiv.org/abs/2501.08994) (cross-layer featu
 import repvideo_diffusers  # adds enable_repvideo() to every diffusers pipeline
 
 pipe.enable_repvideo("<this repo or folder>")
+
 ```
 
 Put this folder as `repvideo/` inside a pipeline folder and plain `pipe.enable_repvideo()` loads it.

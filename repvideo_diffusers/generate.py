@@ -65,7 +65,6 @@ def load_pipeline(model: str | None, dtype: torch.dtype):
 def run(args: argparse.Namespace) -> int:
     import repvideo_diffusers  # noqa: F401 - adds enable_repvideo to pipelines
 
-    from .tiny import TINY_TEXT_LENGTH
     from .video import write_video
 
     for name in ("steps", "frames", "height", "width"):
@@ -104,8 +103,10 @@ def run(args: argparse.Namespace) -> int:
     for name, key in (("frames", "num_frames"), ("height", "height"), ("width", "width")):
         if getattr(args, name) is not None:
             call[key] = getattr(args, name)
-    if args.model is None:
-        call["max_sequence_length"] = TINY_TEXT_LENGTH
+    # The text length the transformer was built for (226 for CogVideoX), where the model states one.
+    text_length = getattr(getattr(pipe, "transformer", None), "config", {}).get("max_text_seq_length")
+    if text_length:
+        call["max_sequence_length"] = text_length
     started = time.perf_counter()
     frames = pipe(**call).frames[0]
     elapsed = time.perf_counter() - started
@@ -115,5 +116,8 @@ def run(args: argparse.Namespace) -> int:
         out.parent.mkdir(parents=True)
     write_video(frames, out, fps=args.fps)
     mode = "without RepVideo" if args.no_repvideo else "with RepVideo"
+    if args.frames is not None and len(frames) != args.frames:
+        # e.g. CogVideoX 1.0's VAE decodes an even number of latent frames to 4x as many frames
+        print(f"note: asked for {args.frames} frames, the model returned {len(frames)}")
     print(f"wrote {out} ({len(frames)} frames, {frames.shape[2]}x{frames.shape[1]}, {mode}, {elapsed:.1f}s on {device})")
     return 0

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import os
 
 from diffusers import DiffusionPipeline
@@ -35,6 +37,7 @@ def enable_repvideo(self, config_or_weights: RepVideoConfig | str | os.PathLike 
         >>> pipe = load_tiny_pipeline()
         >>> gates = pipe.enable_repvideo(repvideo_diffusers.RepVideoConfig(gate_init=0.0))
         >>> pipe.disable_repvideo()
+
         ```
     """
     from .gates import resolve_gates
@@ -58,7 +61,41 @@ def disable_repvideo(self) -> None:
     remove_repvideo(_transformer(self))
 
 
+@contextlib.contextmanager
+def _gates_detached(transformer):
+    """Take the gates out of the transformer's modules for a moment, so its saved weights stay the base model's."""
+    gates = transformer._modules.pop("repvideo_gates")
+    try:
+        yield gates
+    finally:
+        transformer._modules["repvideo_gates"] = gates
+
+
+def _with_gates_saved(save_pretrained):
+    """Wrap `DiffusionPipeline.save_pretrained`: with RepVideo on, `transformer/` holds the unchanged base weights
+    and the gates go to `repvideo/` beside it, where `enable_repvideo()` finds them again."""
+    if getattr(save_pretrained, "_repvideo_wrapped", False):
+        return save_pretrained
+
+    @functools.wraps(save_pretrained)
+    def wrapper(self, save_directory, *args, **kwargs):
+        transformer = getattr(self, "transformer", None)
+        if transformer is None or "repvideo_gates" not in getattr(transformer, "_modules", {}):
+            return save_pretrained(self, save_directory, *args, **kwargs)
+        from .gates import GATES_SUBFOLDER
+
+        with _gates_detached(transformer) as gates:
+            result = save_pretrained(self, save_directory, *args, **kwargs)
+        gates.save_pretrained(os.path.join(save_directory, GATES_SUBFOLDER))
+        return result
+
+    wrapper._repvideo_wrapped = True
+    return wrapper
+
+
 def install() -> None:
-    """Add `enable_repvideo` / `disable_repvideo` to `DiffusionPipeline` (done on `import repvideo_diffusers`)."""
+    """Add `enable_repvideo` / `disable_repvideo` to `DiffusionPipeline` (done on `import repvideo_diffusers`), and
+    make `save_pretrained` store enabled gates in `repvideo/`."""
     DiffusionPipeline.enable_repvideo = enable_repvideo
     DiffusionPipeline.disable_repvideo = disable_repvideo
+    DiffusionPipeline.save_pretrained = _with_gates_saved(DiffusionPipeline.save_pretrained)

@@ -183,7 +183,8 @@ class RepVideoBlockHook(ModelHook):
         if state.count == 1 and all(m is s for m, s in zip(state.means, streams)):
             # Right after a reset the cache holds exactly the tensor entering this block: the blend is a no-op.
             return args, kwargs
-        gate = self.gates.gate[self.index]
+        # Through the module call, not `.gate[i]`: offloading hooks (accelerate, diffusers) onload weights there.
+        gate = self.gates(self.index)
         for position, (stream, mean) in enumerate(zip(streams, state.means)):
             weight = gate.to(device=stream.device, dtype=stream.dtype)
             args, kwargs = self._set(args, kwargs, position, torch.lerp(stream, mean, weight))
@@ -297,6 +298,7 @@ def apply_repvideo(
         >>> gates.gate.shape
         torch.Size([4])
         >>> remove_repvideo(transformer)
+
         ```
     """
     from .gates import RepVideoGates, resolve_gates
@@ -355,6 +357,7 @@ def remove_repvideo(transformer: torch.nn.Module) -> None:
         >>> remove_repvideo(transformer)
         >>> hasattr(transformer, "repvideo_gates")
         False
+
         ```
     """
     attachment: _Attachment | None = getattr(transformer, _STATE_ATTRIBUTE, None)

@@ -54,6 +54,42 @@ def _cogvideox_inputs(g, b):
     }
 
 
+def _cogvideox_variant(**config):
+    from diffusers import CogVideoXTransformer3DModel
+
+    def make():
+        return CogVideoXTransformer3DModel(
+            num_attention_heads=2, attention_head_dim=16, out_channels=4, time_embed_dim=8, text_embed_dim=16,
+            num_layers=4, sample_width=12, sample_height=8, sample_frames=9, patch_size=2,
+            temporal_compression_ratio=4, max_text_seq_length=16, norm_eps=1e-5,
+            use_rotary_positional_embeddings=True, **config,
+        )
+
+    return make
+
+
+def _cogvideox_rotary_inputs(in_channels, frames, patch_size_t=None, ofs=False):
+    from diffusers.models.embeddings import get_3d_rotary_pos_embed
+
+    def make(g, b):
+        grid_frames = frames if patch_size_t is None else (frames + patch_size_t - 1) // patch_size_t
+        rotary = get_3d_rotary_pos_embed(
+            embed_dim=16, crops_coords=None if patch_size_t else ((0, 0), (4, 6)), grid_size=(4, 6),
+            temporal_size=grid_frames, **({"grid_type": "slice", "max_size": (4, 6)} if patch_size_t else {}),
+        )
+        inputs = {
+            "hidden_states": _randn(g, b, frames, in_channels, 8, 12),
+            "encoder_hidden_states": _randn(g, b, 16, 16),
+            "timestep": torch.tensor([500] * b),
+            "image_rotary_emb": rotary,
+        }
+        if ofs:
+            inputs["ofs"] = torch.full((b,), 2.0)
+        return inputs
+
+    return make
+
+
 def _wan():
     from diffusers import WanTransformer3DModel
 
@@ -140,4 +176,16 @@ TINY_MODELS: dict[str, TinyModel] = {
     "HunyuanVideo": TinyModel("HunyuanVideo", _hunyuan, _hunyuan_inputs, 5),
     "LTX-Video": TinyModel("LTX-Video", _ltx, _ltx_inputs, 4),
     "Mochi": TinyModel("Mochi", _mochi, _mochi_inputs, 4),
+}
+
+# The same transformer class in its other released configurations: rotary positions (5B, 1.5), temporal
+# patches (1.5), image conditioning through doubled input channels (I2V) and the ofs embedding (1.5 I2V).
+TINY_VARIANTS: dict[str, TinyModel] = {
+    "CogVideoX-5B-I2V": TinyModel(
+        "CogVideoX", _cogvideox_variant(in_channels=8), _cogvideox_rotary_inputs(8, frames=3), 4),
+    "CogVideoX-1.5-T2V": TinyModel(
+        "CogVideoX", _cogvideox_variant(in_channels=4, patch_size_t=2), _cogvideox_rotary_inputs(4, 4, 2), 4),
+    "CogVideoX-1.5-I2V": TinyModel(
+        "CogVideoX", _cogvideox_variant(in_channels=8, patch_size_t=2, ofs_embed_dim=8),
+        _cogvideox_rotary_inputs(8, 4, 2, ofs=True), 4),
 }

@@ -18,6 +18,7 @@ def write_video(frames, path: str | os.PathLike, fps: float = 8.0) -> str:
         >>> _ = write_video(np.zeros((5, 32, 48, 3), dtype=np.uint8), path, fps=8)
         >>> read_video(path)[0].shape
         (5, 32, 48, 3)
+
         ```
     """
     from diffusers.utils import export_to_video
