@@ -93,3 +93,12 @@ def test_one_flow_matching_step_on_a_tiny_wan_transformer_moves_only_the_gates()
     # Window 2 over 4 blocks: only block 2 sees a cache of two outputs, so only its gate has a gradient.
     assert gates.gate.grad[2].abs() > 0
     assert torch.count_nonzero(gates.gate.grad).item() == 1
+
+
+@pytest.mark.parametrize("module", ["training.objectives", "training.trainer"])
+def test_training_docstring_examples_run(module):
+    import doctest
+    import importlib
+
+    result = doctest.testmod(importlib.import_module(f"repvideo_diffusers.{module}"), optionflags=doctest.ELLIPSIS)
+    assert result.failed == 0 and result.attempted > 0

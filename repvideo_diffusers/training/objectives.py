@@ -117,10 +117,14 @@ def objective_for(scheduler) -> Objective:
 
     Example:
         ```python
+        >>> import torch
         >>> from diffusers import FlowMatchEulerDiscreteScheduler
         >>> from repvideo_diffusers.training.objectives import objective_for
-        >>> objective_for(FlowMatchEulerDiscreteScheduler(shift=3.0)).describe()
+        >>> objective = objective_for(FlowMatchEulerDiscreteScheduler(shift=3.0))
+        >>> objective.describe()
         'flow matching (target noise - x0, logit-normal sigmas, shift 3)'
+        >>> batch = objective.sample(torch.zeros(2, 4, 3, 8, 8), torch.Generator().manual_seed(0))
+
         ```
     """
     config = getattr(scheduler, "config", {})

@@ -145,6 +145,8 @@ def training_loss(transformer, objective, x0: torch.Tensor, forward_kwargs, gene
         ...                      "timestep": t, "return_dict": False}, torch.Generator().manual_seed(0))
         >>> bool(torch.isfinite(loss))
         True
+        >>> loss.backward()  # reaches the gates: transformer.repvideo_gates.gate.grad
+
         ```
     """
     batch = objective.sample(x0, generator)
