@@ -47,6 +47,15 @@ def make_dataset(folder: Path, good: int = 3, bad: bool = False) -> Path:
     return folder
 
 
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """The tiny model is too small to gain from threads; on a busy 2-core runner they only contend."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="module")
 def clips(tmp_path_factory):
     return make_dataset(tmp_path_factory.mktemp("clips"))
@@ -220,3 +229,36 @@ def test_cli_reports_missing_data_folder_with_exit_code_2(tmp_path):
 
     assert main(["train", "--data", str(tmp_path / "nope"), "--output-dir", str(tmp_path / "out")]) == 2
     assert not (tmp_path / "out" / "repvideo").exists()
+
+
+def test_push_to_hub_uploads_the_gates_folder_with_its_card(clips, tmp_path, monkeypatch):
+    import huggingface_hub
+
+    calls = []
+
+    class Repo:
+        repo_id = "someone/tiny-gates"
+
+    monkeypatch.setattr(huggingface_hub, "create_repo", lambda repo_id, exist_ok: calls.append(("create", repo_id)) or Repo)
+    monkeypatch.setattr(huggingface_hub, "upload_folder", lambda **kw: calls.append(
+        ("upload", kw["repo_id"], sorted(p.name for p in Path(kw["folder_path"]).iterdir()))))
+    train(_config(clips, tmp_path / "run", max_steps=1, push_to_hub="someone/tiny-gates"))
+    assert calls == [("create", "someone/tiny-gates"), ("upload", "someone/tiny-gates",
+                     ["README.md", "config.json", "diffusion_pytorch_model.safetensors", "gates.png"])]
+
+
+def test_gradient_checkpointing_does_not_change_the_trained_gates(clips, tmp_path):
+    plain = train(_config(clips, tmp_path / "plain", max_steps=2, batch_size=2))
+    checkpointed = train(_config(clips, tmp_path / "checkpointed", max_steps=2, batch_size=2,
+                                 gradient_checkpointing=True))
+    assert checkpointed.pipeline.transformer.gradient_checkpointing
+    assert max(abs(a - b) for a, b in zip(plain.gates, checkpointed.gates)) <= 1e-6
+    assert plain.gates != [0.5] * 4
+
+
+def test_bf16_mixed_precision_keeps_frozen_weights_in_bf16_and_trains_float32_gates(clips, tmp_path):
+    result = train(_config(clips, tmp_path / "bf16", max_steps=2, mixed_precision="bf16"))
+    transformer = result.pipeline.transformer
+    assert transformer.repvideo_gates.gate.dtype == torch.float32
+    assert transformer.proj_out.weight.dtype == torch.bfloat16
+    assert np.isfinite(result.final_loss) and result.gates != [0.5] * 4

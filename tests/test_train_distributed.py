@@ -11,7 +11,7 @@ import pytest
 
 from repvideo_diffusers.training import train
 
-from test_train import _config, make_dataset
+from test_train import _config, _one_thread, make_dataset  # noqa: F401 - _one_thread is an autouse fixture
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -295,6 +295,12 @@ def train(config: TrainConfig) -> TrainResult:
         import importlib.util
 
         report_to = "tensorboard" if importlib.util.find_spec("tensorboard") or importlib.util.find_spec("tensorboardX") else None
+    from accelerate.state import AcceleratorState, DistributedType
+
+    if AcceleratorState._shared_state and AcceleratorState().distributed_type == DistributedType.NO:
+        # A second run in the same process (a notebook, the tests) may use another mixed precision; accelerate
+        # keeps one global state and refuses to change it, so start it afresh (only ever when not distributed).
+        AcceleratorState._reset_state()
     accelerator = Accelerator(
         mixed_precision=config.mixed_precision, log_with=report_to,
         project_config=ProjectConfiguration(project_dir=str(output_dir), logging_dir=str(output_dir / "logs")),
@@ -302,7 +308,10 @@ def train(config: TrainConfig) -> TrainResult:
     resume_from = _resolve_resume(config.resume, output_dir) if config.resume else None
     set_seed(config.seed)
 
-    pipe = load_pipeline(config.model, torch.float32)
+    # Frozen weights (text encoder, VAE, base transformer) in the mixed-precision dtype; trainable ones go to
+    # float32 below, as the optimizer needs.
+    half = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(config.mixed_precision)
+    pipe = load_pipeline(config.model, half or torch.float32)
     pipe.set_progress_bar_config(disable=True)
     transformer = pipe.transformer
     family = get_model_spec(transformer).family
@@ -335,11 +344,9 @@ def train(config: TrainConfig) -> TrainResult:
     _configure_trainable(transformer, gates, config)
     if config.gradient_checkpointing:
         transformer.enable_gradient_checkpointing()
-    if config.mixed_precision != "no" and config.train != "full":
-        # Frozen weights in half precision; trainable ones (gates, LoRA) stay float32 for the optimizer.
-        half = torch.bfloat16 if config.mixed_precision == "bf16" else torch.float16
-        for parameter in transformer.parameters():
-            parameter.data = parameter.data.to(torch.float32 if parameter.requires_grad else half)
+    for parameter in transformer.parameters():
+        if parameter.requires_grad:
+            parameter.data = parameter.data.float()
     transformer.train()
     trainable = [p for p in transformer.parameters() if p.requires_grad]
     trainable_names = [n for n, p in transformer.named_parameters() if p.requires_grad]
