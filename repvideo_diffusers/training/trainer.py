@@ -311,7 +311,8 @@ def train(config: TrainConfig) -> TrainResult:
     # Frozen weights (text encoder, VAE, base transformer) in the mixed-precision dtype; trainable ones go to
     # float32 below, as the optimizer needs.
     half = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(config.mixed_precision)
-    pipe = load_pipeline(config.model, half or torch.float32)
+    with accelerator.main_process_first():  # one process downloads (or builds the tiny model), the others reuse it
+        pipe = load_pipeline(config.model, half or torch.float32)
     pipe.set_progress_bar_config(disable=True)
     transformer = pipe.transformer
     family = get_model_spec(transformer).family
