@@ -262,3 +262,34 @@ def test_bf16_mixed_precision_keeps_frozen_weights_in_bf16_and_trains_float32_ga
     assert transformer.repvideo_gates.gate.dtype == torch.float32
     assert transformer.proj_out.weight.dtype == torch.bfloat16
     assert np.isfinite(result.final_loss) and result.gates != [0.5] * 4
+
+
+def test_a_tiny_wan_pipeline_trains_its_gates_end_to_end_with_flow_matching(clips, tmp_path):
+    from diffusers import AutoencoderKLWan, FlowMatchEulerDiscreteScheduler, WanPipeline
+    from transformers import UMT5Config, UMT5EncoderModel
+
+    from repvideo_diffusers.testing import TINY_MODELS
+    from repvideo_diffusers.tiny import build_tokenizer
+    from repvideo_diffusers.video import read_video
+
+    tokenizer = build_tokenizer()
+    torch.manual_seed(0)
+    text_encoder = UMT5EncoderModel(UMT5Config(
+        vocab_size=len(tokenizer), d_model=16, d_ff=32, d_kv=8, num_layers=1, num_heads=2,
+        relative_attention_num_buckets=8, pad_token_id=0, eos_token_id=1, decoder_start_token_id=0))
+    vae = AutoencoderKLWan(base_dim=8, z_dim=4, dim_mult=[1, 1, 1, 1], num_res_blocks=1,
+                           temperal_downsample=[False, True, True], latents_mean=[0.0] * 4, latents_std=[1.0] * 4)
+    transformer, _ = TINY_MODELS["Wan"].build(seed=0)
+    WanPipeline(tokenizer=tokenizer, text_encoder=text_encoder, vae=vae, transformer=transformer,
+                scheduler=FlowMatchEulerDiscreteScheduler(shift=3.0)).save_pretrained(tmp_path / "tiny-wan")
+    base = {n: p.detach().clone() for n, p in transformer.named_parameters()}
+
+    result = train(_config(clips, tmp_path / "run", model=str(tmp_path / "tiny-wan"), max_steps=3, height=64,
+                           width=64, num_frames=9, max_sequence_length=16, validation_every=3, validation_steps=2))
+    assert result.objective == "flow matching (target noise - x0, logit-normal sigmas, shift 3)"
+    assert np.isfinite(result.final_loss) and result.gates != [0.5] * 4
+    trained = dict(result.pipeline.transformer.named_parameters())
+    assert [n for n in trained if n not in base or not torch.equal(trained[n], base[n])] == ["repvideo_gates.gate"]
+    assert "| objective | flow matching" in (result.gates_dir / "README.md").read_text()
+    frames, _ = read_video(tmp_path / "run" / "validation" / "step-000003.mp4")
+    assert frames.shape == (9, 64, 64, 3)

@@ -116,6 +116,7 @@ class TrainResult:
     lora_dir: Path | None = None
     transformer_dir: Path | None = None
     num_samples: int = 0
+    objective: str = ""  # e.g. "diffusion (v_prediction, uniform t in [0, 1000))"
     step_time_s: float | None = None  # median wall time of one optimizer step
     num_processes: int = 1
     global_batch: int = 1  # clips per optimizer step, all processes and accumulation together
@@ -426,7 +427,6 @@ def train(config: TrainConfig) -> TrainResult:
         accelerator.wait_for_everyone()
 
     def validate(at_step: int) -> None:
-        from ..tiny import TINY_TEXT_LENGTH
         from ..video import write_video
 
         transformer.eval()
@@ -434,9 +434,8 @@ def train(config: TrainConfig) -> TrainResult:
             pipe.text_encoder.to(accelerator.device)
         call = {"prompt": config.validation_prompt, "height": height, "width": width, "num_frames": num_frames,
                 "num_inference_steps": config.validation_steps or (4 if config.model is None else 50),
-                "generator": torch.Generator().manual_seed(config.seed), "output_type": "np"}
-        if config.model is None:
-            call["max_sequence_length"] = TINY_TEXT_LENGTH
+                "generator": torch.Generator().manual_seed(config.seed), "output_type": "np",
+                "max_sequence_length": max_sequence_length}
         with torch.no_grad(), accelerator.autocast():
             frames = pipe(**call).frames[0]
         path = output_dir / "validation" / f"step-{at_step:06d}.mp4"
@@ -497,7 +496,8 @@ def train(config: TrainConfig) -> TrainResult:
                          final_loss=losses[-1] if losses else float("nan"), losses=losses,
                          gates=gates.gate.detach().float().cpu().tolist(), num_samples=len(samples),
                          step_time_s=(sorted(step_times)[len(step_times) // 2] if step_times else None),
-                         num_processes=world, global_batch=global_batch * accumulation, pipeline=pipe)
+                         num_processes=world, global_batch=global_batch * accumulation, pipeline=pipe,
+                         objective=objective.describe())
     # DDP keeps replicas identical by construction; check it, since a silent divergence would waste a whole run.
     every_rank = accelerator.gather(gates.gate.detach().float()[None])
     result.peak_memory_mb = _peak_memory_mb(accelerator.device)
@@ -526,6 +526,7 @@ Trained with `repvideo train` (repvideo-diffusers):
 | trained | {mode} |
 | training clips | {result.num_samples} |
 | steps | {result.steps} |
+| objective | {result.objective} |
 | learning rate | {config.lr:g} |
 | global batch | {result.global_batch} ({config.batch_size} per process x {result.num_processes} processes x {config.gradient_accumulation_steps} accumulation) |
 | gate init | {config.gate_init:g} |
@@ -557,7 +558,7 @@ def _save_outputs(pipe, transformer, gates, config, result, history_steps, histo
         transformer.save_pretrained(staging)
         _replace_dir(staging, output_dir / "transformer")
     summary = {"steps": result.steps, "final_loss": result.final_loss, "gates": result.gates,
-               "num_samples": result.num_samples, "learning_rate": config.lr, "train": config.train,
+               "num_samples": result.num_samples, "learning_rate": config.lr, "objective": result.objective, "train": config.train,
                "median_step_time_s": result.step_time_s, "num_processes": result.num_processes,
                "global_batch": result.global_batch, "rank_gate_spread": result.rank_gate_spread,
                "peak_memory_mb": result.peak_memory_mb, "losses": result.losses}
