@@ -5,6 +5,7 @@ Importing the package gives every ``diffusers.DiffusionPipeline`` ``enable_repvi
 
 __version__ = "0.1.0.dev0"
 
+from .attention import capture_attention, get_attention_backend, reset_attention_backend, set_attention_backend
 from .gates import RepVideoGates, load_gates
 from .pipeline import install as _install_pipeline_methods
 from .repvideo import (
@@ -23,8 +24,12 @@ __all__ = [
     "RepVideoGates",
     "SUPPORTED_MODELS",
     "apply_repvideo",
+    "capture_attention",
+    "get_attention_backend",
     "get_transformer_blocks",
     "is_repvideo_applied",
     "load_gates",
     "remove_repvideo",
+    "reset_attention_backend",
+    "set_attention_backend",
 ]
