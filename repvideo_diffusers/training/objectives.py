@@ -7,7 +7,8 @@
 * Flow matching (``FlowMatchEulerDiscreteScheduler``: Wan, HunyuanVideo, LTX-Video, Mochi): sigmas drawn
   logit-normally (SD3-style, ``diffusers.training_utils.compute_density_for_timestep_sampling``) and moved by the
   scheduler's ``shift``, ``x_t = (1 - s) x0 + s noise``, target ``noise - x0``; the transformer sees ``1000 s``
-  (with ``invert_sigmas``, Mochi's config, it sees ``1000 (1 - s)`` and predicts ``x0 - noise``).
+  (with ``invert_sigmas``, Mochi's config, it sees ``1000 (1 - s)`` and predicts ``x0 - noise``). Schedulers with
+  ``use_dynamic_shifting`` (LTX-Video) shift by sequence length at inference; training uses their static ``shift``.
 
 Both work on any latent layout, because everything is element-wise over the batch dimension.
 """
