@@ -293,3 +293,22 @@ def test_a_tiny_wan_pipeline_trains_its_gates_end_to_end_with_flow_matching(clip
     assert "| objective | flow matching" in (result.gates_dir / "README.md").read_text()
     frames, _ = read_video(tmp_path / "run" / "validation" / "step-000003.mp4")
     assert frames.shape == (9, 64, 64, 3)
+
+
+def test_full_mode_saves_a_transformer_that_loads_without_repvideo_and_keeps_the_trained_weights(clips, tmp_path):
+    from diffusers import CogVideoXTransformer3DModel
+
+    result = train(_config(clips, tmp_path / "run", train="full", max_steps=2, learning_rate=1e-3))
+    saved = CogVideoXTransformer3DModel.from_pretrained(result.transformer_dir)
+    trained = dict(result.pipeline.transformer.named_parameters())
+    assert "repvideo_gates.gate" in trained and result.gates != [0.5] * 4
+    assert all(torch.equal(p, trained[n]) for n, p in saved.named_parameters())
+    assert not any("repvideo" in n for n, _ in saved.named_parameters())
+
+
+def test_sizes_the_model_cannot_take_are_refused_before_anything_is_written(clips, tmp_path):
+    with pytest.raises(ValueError, match=r"--height must be a multiple of 16 for this model, got 60"):
+        train(_config(clips, tmp_path / "run", height=60))
+    with pytest.raises(ValueError, match=r"--num-frames must be 1 \+ 4k for this model, got 8. Use 5"):
+        train(_config(clips, tmp_path / "run", num_frames=8))
+    assert not (tmp_path / "run").exists()

@@ -325,6 +325,10 @@ def train(config: TrainConfig) -> TrainResult:
     if temporal and (num_frames - 1) % temporal:
         lower = (num_frames - 1) // temporal * temporal + 1
         raise ValueError(f"--num-frames must be 1 + {temporal}k for this model, got {num_frames}. Use {lower}.")
+    spatial = getattr(pipe, "vae_scale_factor_spatial", None)
+    for name, value in (("height", height), ("width", width)):
+        if spatial and value % (spatial * 2):  # VAE downsampling, then 2x2 patches
+            raise ValueError(f"--{name} must be a multiple of {spatial * 2} for this model, got {value}.")
     max_sequence_length = config.max_sequence_length or facts.max_sequence_length(pipe)
     model_id = config.model or TINY_MODEL_NAME
 
@@ -551,11 +555,12 @@ def _save_outputs(pipe, transformer, gates, config, result, history_steps, histo
         type(pipe).save_lora_weights(staging, transformer_lora_layers=lora)
         _replace_dir(staging, output_dir / "lora")
     if config.train == "full":
-        from ..repvideo import remove_repvideo
+        from ..repvideo import apply_repvideo, remove_repvideo
 
         staging = Path(tempfile.mkdtemp(prefix=".transformer-", dir=output_dir))
         remove_repvideo(transformer)  # the base transformer's own format, gates saved apart in repvideo/
         transformer.save_pretrained(staging)
+        apply_repvideo(transformer, gates)  # the returned pipeline keeps RepVideo, as in the other modes
         _replace_dir(staging, output_dir / "transformer")
     summary = {"steps": result.steps, "final_loss": result.final_loss, "gates": result.gates,
                "num_samples": result.num_samples, "learning_rate": config.lr, "objective": result.objective, "train": config.train,
