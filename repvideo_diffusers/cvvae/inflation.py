@@ -104,10 +104,10 @@ def inflate_image_vae(image_vae, variant: str = "v1", mode: str = "tail", **conf
     Example:
         >>> import torch
         >>> from diffusers import AutoencoderKL
-        >>> image_vae = AutoencoderKL(block_out_channels=(32, 64), down_block_types=("DownEncoderBlock2D",) * 2,
-        ...                           up_block_types=("UpDecoderBlock2D",) * 2, norm_num_groups=32)
+        >>> image_vae = AutoencoderKL(block_out_channels=(32,) * 4, down_block_types=("DownEncoderBlock2D",) * 4,
+        ...                           up_block_types=("UpDecoderBlock2D",) * 4, norm_num_groups=32)
         >>> vae = inflate_image_vae(image_vae, tile_spatial_size=None)
-        >>> image = torch.rand(1, 3, 16, 16) * 2 - 1
+        >>> image = torch.rand(1, 3, 32, 32) * 2 - 1
         >>> z_video = vae.encode(image[:, :, None]).latent_dist.mean[:, :, 0]
         >>> z_image = image_vae.encode(image).latent_dist.mean
         >>> bool((z_video - z_image).abs().max() < 1e-3)

@@ -33,9 +33,23 @@ class CVVAEMixin:
       ``tile_spatial_size`` / ``tile_overlap_ratio``)
     """
 
-    def _init_runtime(self, en_de_n_frames_a_time, tile_spatial_size, tile_overlap_ratio, num_video_frames):
-        self.time_n_compress = self.config.time_n_compress or 4
-        self.spatial_n_compress = self.config.spatial_n_compress or 8
+    def _init_runtime(
+        self, en_de_n_frames_a_time, tile_spatial_size, tile_overlap_ratio, num_video_frames, num_levels
+    ):
+        # Time is halved at levels 0, 2, ... except the last; space at every level but the last.
+        time_compress = 2 ** len([i for i in range(num_levels - 1) if i % 2 == 0])
+        spatial_compress = 2 ** (num_levels - 1)
+        for field, value, actual in (
+            ("time_n_compress", self.config.time_n_compress, time_compress),
+            ("spatial_n_compress", self.config.spatial_n_compress, spatial_compress),
+        ):
+            if value is not None and value != actual:
+                raise ValueError(
+                    f"{field}={value} does not match the architecture: {num_levels} levels compress by "
+                    f"{actual}. Set {field}={actual} or use 4 levels (the CV-VAE layout)."
+                )
+        self.time_n_compress = time_compress
+        self.spatial_n_compress = spatial_compress
         self.enable_chunking(en_de_n_frames_a_time) if en_de_n_frames_a_time else self.disable_chunking()
         self.tile_overlap_ratio = tile_overlap_ratio if tile_overlap_ratio is not None else 0.2222
         if tile_spatial_size:
@@ -375,4 +389,6 @@ class CVVAEModel(CVVAEMixin, ModelMixin, ConfigMixin):
             in_channels=in_channels, double_z=double_z, attn_type=encoder_attn_type, causal=causal_encoder, **common
         )
         self.decoder = Decoder(out_ch=out_ch, attn_type=decoder_attn_type, causal=causal_decoder, **common)
-        self._init_runtime(en_de_n_frames_a_time, tile_spatial_size, tile_overlap_ratio, num_video_frames)
+        self._init_runtime(
+            en_de_n_frames_a_time, tile_spatial_size, tile_overlap_ratio, num_video_frames, len(ch_mult)
+        )

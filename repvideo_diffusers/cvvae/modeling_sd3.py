@@ -76,4 +76,10 @@ class CVVAESD3Model(CVVAEMixin, ModelMixin, ConfigMixin):
             causal=causal_decoder,
             **shared,
         )
-        self._init_runtime(en_de_n_frames_a_time, tile_spatial_size, tile_overlap_ratio, num_video_frames)
+        self._init_runtime(
+            en_de_n_frames_a_time,
+            tile_spatial_size,
+            tile_overlap_ratio,
+            num_video_frames,
+            len(block_out_channels),
+        )

@@ -101,10 +101,10 @@ def latent_regularization_loss(
     Example:
         >>> import torch
         >>> from diffusers import AutoencoderKL
-        >>> image_vae = AutoencoderKL(block_out_channels=(32, 32), down_block_types=("DownEncoderBlock2D",) * 2,
-        ...                           up_block_types=("UpDecoderBlock2D",) * 2, norm_num_groups=32)
-        >>> z = torch.randn(1, 4, 3, 8, 8, requires_grad=True)
-        >>> video = torch.rand(1, 3, 9, 16, 16) * 2 - 1
+        >>> image_vae = AutoencoderKL(block_out_channels=(32,) * 4, down_block_types=("DownEncoderBlock2D",) * 4,
+        ...                           up_block_types=("UpDecoderBlock2D",) * 4, norm_num_groups=32)
+        >>> z = torch.randn(1, 4, 3, 4, 4, requires_grad=True)
+        >>> video = torch.rand(1, 3, 9, 32, 32) * 2 - 1
         >>> latent_regularization_loss(z, video, image_vae).backward()
         >>> z.grad is not None, image_vae.decoder.conv_out.weight.grad is None
         (True, True)
