@@ -11,6 +11,7 @@ import sys
 # name of the owning module; imported lazily so `repvideo --help` stays fast.
 _COMMAND_MODULES = (
     "repvideo_diffusers.generate",
+    "repvideo_diffusers.cvvae.cli",
 )
 
 
