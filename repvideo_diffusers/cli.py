@@ -12,6 +12,7 @@ import sys
 _COMMAND_MODULES = (
     "repvideo_diffusers.generate",
     "repvideo_diffusers.cvvae.cli",
+    # more sub-commands are added here, one module each
 )
 
 
