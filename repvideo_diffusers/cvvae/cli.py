@@ -112,7 +112,7 @@ def run_reconstruct(args: argparse.Namespace) -> int:
         reconstruction = vae.decode(z, on_chunk=bar.update).sample
     seconds = time.perf_counter() - start
     output = tensor_to_frames(reconstruction)
-    write_video(args.out, output, fps=fps)
+    write_video(output, args.out, fps=fps)
 
     # Score the 8-bit frames that were written, against the (trimmed) input, on a [0, 1] scale.
     reference = torch.from_numpy(frames).permute(3, 0, 1, 2)[None].double() / 255.0

@@ -295,7 +295,24 @@ class CVVAEMixin:
             vae = CVVAEModel.from_pretrained("AILab-CVC/CV-VAE", subfolder="vae3d")
         """
         want_info = kwargs.pop("output_loading_info", False)
-        model, info = super().from_pretrained(pretrained_model_name_or_path, *args, output_loading_info=True, **kwargs)
+        try:
+            config = cls.load_config(pretrained_model_name_or_path, subfolder=kwargs.get("subfolder"))
+        except Exception:  # let from_pretrained report unreadable/missing configs in its own words
+            config = {}
+        saved_class = config.get("_class_name", cls.__name__)
+        if saved_class != cls.__name__ and saved_class in ("CVVAEModel", "CVVAESD3Model"):
+            raise ValueError(
+                f"{pretrained_model_name_or_path!s} holds a {saved_class} checkpoint, which does not fit "
+                f"{cls.__name__}. Load it with {saved_class}.from_pretrained or repvideo_diffusers.cvvae.load_cvvae."
+            )
+        try:
+            model, info = super().from_pretrained(
+                pretrained_model_name_or_path, *args, output_loading_info=True, **kwargs
+            )
+        except ValueError as error:
+            if "expected shape" not in str(error):
+                raise
+            raise ValueError(f"The weights in {pretrained_model_name_or_path!s} do not fit {cls.__name__}: {error}") from error
         problems = []
         if info.get("missing_keys"):
             problems.append(f"missing from the checkpoint: {sorted(info['missing_keys'])}")
