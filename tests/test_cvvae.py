@@ -326,7 +326,7 @@ def test_ssim_known_values():
     assert ssim(constant_a, constant_b) == pytest.approx(expected, abs=1e-12)
     # One 11x11 window: the Gaussian-weighted statistics written out by hand.
     p, q = torch.rand(1, 1, 11, 11, dtype=torch.float64), torch.rand(1, 1, 11, 11, dtype=torch.float64)
-    g = torch.exp(-((torch.arange(11.0) - 5) ** 2) / (2 * 1.5**2)).double()
+    g = torch.exp(-((torch.arange(11, dtype=torch.float64) - 5) ** 2) / (2 * 1.5**2))
     w = torch.outer(g, g) / torch.outer(g, g).sum()
     mp, mq = (w * p).sum(), (w * q).sum()
     vp, vq, cov = (w * (p - mp) ** 2).sum(), (w * (q - mq) ** 2).sum(), (w * (p - mp) * (q - mq)).sum()
