@@ -358,18 +358,18 @@ def test_cli_reconstruct_prints_psnr_ssim_and_writes_the_video(fixtures, tmp_pat
     from repvideo_diffusers.video import read_video
 
     source, target = tmp_path / "in.mp4", tmp_path / "out.mp4"
-    _write_clip(source)
+    _write_clip(source, frames=11, height=36, width=40)
     argv = ["vae", "reconstruct", "--vae", str(fixtures / "cvvae-v1-tiny" / "vae"), "--video", str(source)]
     argv += ["--out", str(target), "--tile-size", "32", "--chunk-frames", "4", "--dtype", "float32"]
     assert main(argv) == 0
     captured = capsys.readouterr()
-    assert "Using 9 of 11 frames at 40x48" in captured.out
+    assert "Using 9 of 11 frames at 32x40" in captured.out
     psnr_value = float(re.search(r"PSNR: ([0-9.]+) dB", captured.out).group(1))
     ssim_value = float(re.search(r"SSIM: (-?[0-9.]+)", captured.out).group(1))
     assert 0 < psnr_value < 60 and -1 <= ssim_value <= 1
     assert "CV-VAE chunks" in captured.err  # tqdm progress bar over the 2 + 2 chunks
     frames, fps = read_video(str(target))
-    assert frames.shape == (9, 40, 48, 3) and fps == pytest.approx(8.0)
+    assert frames.shape == (9, 32, 40, 3) and fps == pytest.approx(8.0)
 
 
 def test_cli_reconstruct_bad_input_is_a_clear_error(fixtures, tmp_path, capsys):
