@@ -384,3 +384,32 @@ def test_cli_reconstruct_bad_input_is_a_clear_error(fixtures, tmp_path, capsys):
     assert "does not exist" in capsys.readouterr().err
     assert main(["vae", "reconstruct", "--vae", vae_dir, "--video", str(source), "--out", "x.mp4", "--tile-size", "20"]) == 2
     assert "multiple of 8 pixels" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("tile,overlap,align", [(32, 8, 8), (72, 16, 8), (4, 1, 1), (32, 0, 8), (9, 3, 1)])
+def test_tile_spans_cover_every_size_without_gaps(tile, overlap, align):
+    from repvideo_diffusers.cvvae.tiling import TileAccumulator, tile_spans
+
+    for size in range(1, 200):
+        spans = tile_spans(size, tile, overlap, align)
+        assert spans[0][0] == 0 and spans[-1][1] == size
+        assert all(start % align == 0 for start, _ in spans)
+        assert all(b0 <= a1 for (_, a1), (b0, _) in zip(spans, spans[1:]))  # no gap between neighbours
+        assert all(end - start <= tile + align - 1 for start, end in spans)
+        canvas = TileAccumulator(spans, [(0, 1)])
+        for i, (start, end) in enumerate(spans):
+            canvas.add(i, 0, torch.full((end - start, 1), 3.0))
+        torch.testing.assert_close(canvas.result(), torch.full((size, 1), 3.0))  # weights sum to one
+
+
+def test_docstring_examples_run():
+    import doctest
+    import importlib
+
+    names = ["attention", "layers", "tiling", "metrics", "modeling", "modeling_sd3", "regularization", "inflation"]
+    names += ["video_io", "cli"]
+    for name in names:
+        module = importlib.import_module(f"repvideo_diffusers.cvvae.{name}")
+        result = doctest.testmod(module, optionflags=doctest.ELLIPSIS)
+        assert result.failed == 0, f"{name}: {result}"
+        assert result.attempted > 0 or name == "loading", name

@@ -145,3 +145,19 @@ def test_cli_train_saves_a_loadable_cvvae(tmp_path, capsys):
     vae = load_cvvae(str(out_dir))
     assert vae.config.ch == 32 and vae.encode(torch.zeros(1, 3, 5, 32, 32)).latent_dist.mean.shape == (1, 4, 2, 4, 4)
     assert main(argv[:-2] + ["--videos", str(tmp_path / "none")]) == 2
+
+
+def test_gradient_checkpointing_gives_the_same_gradients():
+    image_vae = tiny_image_vae()
+    video = smooth_video(5, 16, 16, seed=4)
+    grads = []
+    for checkpointing in (False, True):
+        vae = inflate_image_vae(image_vae, tile_spatial_size=None, en_de_n_frames_a_time=None)
+        vae.train()
+        if checkpointing:
+            vae.enable_gradient_checkpointing()
+            assert vae.encoder.gradient_checkpointing and vae.decoder.gradient_checkpointing
+        config = CVVAETrainingConfig(sample_posterior=False)
+        compute_losses(vae, image_vae, video, config)["loss"].backward()
+        grads.append(vae.encoder.conv_in.weight.grad.clone())
+    torch.testing.assert_close(grads[0], grads[1], atol=1e-6, rtol=1e-5)
