@@ -50,7 +50,10 @@ class CVVAEMixin:
                 )
         self.time_n_compress = time_compress
         self.spatial_n_compress = spatial_compress
-        self.enable_chunking(en_de_n_frames_a_time) if en_de_n_frames_a_time else self.disable_chunking()
+        if en_de_n_frames_a_time:
+            self.enable_chunking(en_de_n_frames_a_time)
+        else:
+            self.disable_chunking()
         self.tile_overlap_ratio = tile_overlap_ratio if tile_overlap_ratio is not None else 0.2222
         if tile_spatial_size:
             self.enable_tiling(tile_spatial_size, self.tile_overlap_ratio)
