@@ -77,7 +77,13 @@ def _configure(vae, args) -> None:
 
 
 def run_reconstruct(args: argparse.Namespace) -> int:
-    """Reconstruct ``args.video`` with a CV-VAE, write ``args.out``, print PSNR and SSIM."""
+    """Reconstruct ``args.video`` with a CV-VAE, write ``args.out``, print PSNR and SSIM.
+
+    The clip is trimmed to ``1 + 4k`` frames and a multiple-of-8 size; PSNR / SSIM compare the written 8-bit
+    frames with the trimmed input on a [0, 1] scale. Example::
+
+        repvideo vae reconstruct --vae /models/CV-VAE --subfolder vae3d --video in.mp4 --out out.mp4 --tile-size 256
+    """
     import torch
     from tqdm.auto import tqdm
 
@@ -125,7 +131,12 @@ def run_reconstruct(args: argparse.Namespace) -> int:
 
 
 def run_train(args: argparse.Namespace) -> int:
-    """Train a CV-VAE from ``args.image_vae`` on the clips in ``args.videos``; save to ``args.output``."""
+    """Train a CV-VAE from ``args.image_vae`` on the clips in ``args.videos``; save to ``args.output``.
+
+    Example::
+
+        repvideo vae train --image-vae /models/sd-2-1 --image-vae-subfolder vae --videos clips/ --output out/
+    """
     from diffusers import AutoencoderKL
 
     from .inflation import inflate_image_vae

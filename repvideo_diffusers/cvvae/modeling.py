@@ -279,7 +279,15 @@ class CVVAEMixin:
         generator: Optional[torch.Generator] = None,
         num_frames: Optional[int] = None,
     ) -> Union[DecoderOutput, Tuple[torch.Tensor]]:
-        """Reconstruct ``sample``: encode, take the posterior mode (or a sample), decode."""
+        """Reconstruct ``sample``: encode, take the posterior mode (or a sample), decode.
+
+        Example:
+            >>> import torch
+            >>> from repvideo_diffusers.cvvae import CVVAEModel
+            >>> vae = CVVAEModel(ch=32, ch_mult=(1, 2, 2, 2), num_res_blocks=1, tile_spatial_size=None)
+            >>> vae(torch.zeros(1, 3, 5, 32, 32)).sample.shape
+            torch.Size([1, 3, 5, 32, 32])
+        """
         posterior = self.encode(sample).latent_dist
         z = posterior.sample(generator=generator) if sample_posterior else posterior.mode()
         decoded = self.decode(z, num_frames=num_frames).sample
