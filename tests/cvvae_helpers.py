@@ -17,10 +17,16 @@ def reference_dir() -> Path:
     ground truth for weight compatibility and must not be skipped silently.
     """
     override = os.environ.get("REPVIDEO_REFERENCE_DIR")
-    candidates = []
     if override:
         base = Path(override)
-        candidates += [base, base / "cvvae-fixtures"]
+        for candidate in (base, base / "cvvae-fixtures", base / "reference" / "cvvae-fixtures"):
+            if (candidate / "cvvae-v1-tiny" / "vae" / "config.json").is_file():
+                return candidate
+        pytest.fail(
+            f"REPVIDEO_REFERENCE_DIR={override} holds no CV-VAE fixtures (expected cvvae-v1-tiny/vae/config.json "
+            "in it or in its cvvae-fixtures/ or reference/cvvae-fixtures/). Point it at shared/reference."
+        )
+    candidates = []
     repo_root = Path(__file__).resolve().parents[1]
     for parent in [repo_root, *repo_root.parents]:
         candidates.append(parent / "shared" / "reference" / "cvvae-fixtures")

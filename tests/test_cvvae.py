@@ -33,6 +33,14 @@ def _load(fixtures, name):
 
 
 # ----------------------------------------------------------------------------------------------- parity
+def test_fixture_lookup_honours_the_override_and_fails_clearly(fixtures, monkeypatch, tmp_path):
+    monkeypatch.setenv("REPVIDEO_REFERENCE_DIR", str(fixtures.parent))
+    assert reference_dir() == fixtures
+    monkeypatch.setenv("REPVIDEO_REFERENCE_DIR", str(tmp_path))
+    with pytest.raises(pytest.fail.Exception, match="holds no CV-VAE fixtures"):
+        reference_dir()
+
+
 @pytest.mark.parametrize("name", FIXTURE_NAMES)
 def test_fixture_parity_with_official_implementation(fixtures, name):
     vae = _load(fixtures, name)
