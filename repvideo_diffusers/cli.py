@@ -14,6 +14,7 @@ _COMMAND_MODULES = (
     "repvideo_diffusers.analysis",
     "repvideo_diffusers.convert",
     "repvideo_diffusers.training.cli",
+    "repvideo_diffusers.cvvae.cli",
     # more sub-commands are added here, one module each
 )
 
