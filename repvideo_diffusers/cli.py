@@ -13,6 +13,8 @@ _COMMAND_MODULES = (
     "repvideo_diffusers.generate",
     "repvideo_diffusers.analysis",
     "repvideo_diffusers.convert",
+    "repvideo_diffusers.training.cli",
+    "repvideo_diffusers.cvvae.cli",
     "repvideo_diffusers.bench",
     # more sub-commands are added here, one module each
 )

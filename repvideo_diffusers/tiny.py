@@ -108,17 +108,19 @@ def tiny_pipeline_path(cache_dir: str | os.PathLike | None = None) -> Path:
     folder = root / f"{TINY_MODEL_NAME}-v{_TINY_VERSION}"
     if (folder / "model_index.json").is_file():
         return folder
+    from filelock import FileLock  # comes with huggingface_hub
+
     root.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{TINY_MODEL_NAME}-", dir=root))
-    try:
-        build_tiny_pipeline().save_pretrained(staging)
+    # Several processes (accelerate launch, pytest-xdist) may ask at once: one builds, the others wait for it.
+    with FileLock(str(root / f".{TINY_MODEL_NAME}-v{_TINY_VERSION}.lock")):
+        if (folder / "model_index.json").is_file():
+            return folder
+        staging = Path(tempfile.mkdtemp(prefix=f".{TINY_MODEL_NAME}-", dir=root))
         try:
-            staging.rename(folder)
-        except OSError:  # another process won the race: its folder is identical
-            if not (folder / "model_index.json").is_file():
-                raise
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
+            build_tiny_pipeline().save_pretrained(staging)
+            staging.rename(folder)  # appears whole or not at all
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
     return folder
 
 

@@ -1,0 +1,6 @@
+"""Training RepVideo's gates (and optionally LoRA or all weights) with accelerate: ``repvideo train``."""
+
+from .objectives import OBJECTIVES, objective_for
+from .trainer import TrainConfig, TrainResult, train, training_loss
+
+__all__ = ["OBJECTIVES", "TrainConfig", "TrainResult", "objective_for", "train", "training_loss"]
