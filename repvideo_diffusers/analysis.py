@@ -452,6 +452,8 @@ def save_report(report: dict, out_dir: str | os.PathLike) -> list[Path]:
 
 
 def register(subparsers) -> None:
+    from .generate import add_pipeline_arguments
+
     parser = subparsers.add_parser(
         "analyze",
         help="the paper's diagnostics: cross-layer attention similarity, adjacent-frame similarity, gates",
@@ -462,18 +464,8 @@ def register(subparsers) -> None:
     )
     parser.add_argument("prompt", nargs="?", default=DEFAULT_PROMPT, help="text prompt (default: a fox in the snow)")
     parser.add_argument("--out", default="repvideo-analysis", help="output folder (default: repvideo-analysis)")
-    parser.add_argument("--model", default=None, help="local pipeline folder or Hub id (default: embedded tiny CogVideoX)")
-    parser.add_argument("--gates", default=None, help="gates folder or Hub id for the RepVideo run (default: gates saved with the model, else fresh gates)")
-    parser.add_argument("--steps", type=int, default=None, help="denoising steps (default: 4 for the tiny model, 50 otherwise)")
-    parser.add_argument("--frames", type=int, default=None, help="frames; CogVideoX needs 1 + 4k (default: the model's)")
-    parser.add_argument("--height", type=int, default=None, help="height in pixels (default: the model's)")
-    parser.add_argument("--width", type=int, default=None, help="width in pixels (default: the model's)")
-    parser.add_argument("--guidance-scale", type=float, default=6.0, help="classifier-free guidance scale (default 6)")
-    parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
-    parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1, ... (default: cuda if available)")
-    parser.add_argument("--dtype", choices=("fp32", "fp16", "bf16"), default=None, help="default: bf16 on CUDA, fp32 on CPU")
-    parser.add_argument("--attention", choices=("auto", "xformers", "sdpa"), default=None,
-                        help="attention kernel (default: the model's stock processors)")
+    add_pipeline_arguments(parser, gates_help="gates folder or Hub id for the RepVideo run (default: gates saved "
+                           "with the model, else fresh gates)")
     parser.add_argument("--queries", default="frames",
                         help="query tokens whose attention is recorded: 'frames' (one per latent frame) or comma-separated token indices")
     runs = parser.add_mutually_exclusive_group()
@@ -494,33 +486,17 @@ def _parse_queries(text: str):
 def run(args: argparse.Namespace) -> int:
     import repvideo_diffusers  # noqa: F401 - adds enable_repvideo to pipelines
 
-    from .attention import set_attention_backend
-    from .generate import _DTYPES, load_pipeline
-    from .tiny import TINY_TEXT_LENGTH
+    from .generate import check_pipeline_arguments, default_dtype, prepare_pipeline, set_attention
 
-    for name in ("steps", "frames", "height", "width"):
-        value = getattr(args, name)
-        if value is not None and value < 1:
-            raise ValueError(f"--{name} must be a positive integer, got {value}.")
-    if args.no_repvideo and args.gates:
-        raise ValueError("--gates and --no-repvideo contradict each other: drop one of them.")
+    check_pipeline_arguments(args)
     queries = _parse_queries(args.queries)
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    dtype = _DTYPES[args.dtype] if args.dtype else (torch.bfloat16 if device.startswith("cuda") else torch.float32)
-    pipe = load_pipeline(args.model, dtype)
+    pipe, call = prepare_pipeline(args, default_dtype(args.dtype, device))
     pipe.to(device)
-    if args.attention:
-        print(f"attention backend: {set_attention_backend(pipe.transformer, args.attention)}")
-    call = {"guidance_scale": args.guidance_scale}
-    for name, key in (("frames", "num_frames"), ("height", "height"), ("width", "width")):
-        if getattr(args, name) is not None:
-            call[key] = getattr(args, name)
-    if args.model is None:
-        call["max_sequence_length"] = TINY_TEXT_LENGTH
+    set_attention(pipe, args.attention)
     runs = ("repvideo",) if args.no_base else ("base",) if args.no_repvideo else ("base", "repvideo")
     report = analyze(
-        pipe, args.prompt, num_inference_steps=args.steps or (4 if args.model is None else 50), gates=args.gates,
-        runs=runs, queries=queries, seed=args.seed, **call,
+        pipe, args.prompt, gates=args.gates, runs=runs, queries=queries, seed=args.seed, **call,
     )
     paths = save_report(report, args.out)
     for label, result in report["runs"].items():

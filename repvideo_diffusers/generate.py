@@ -37,8 +37,17 @@ def register(subparsers) -> None:
                         "the prompts between processes under `accelerate launch`")
     parser.add_argument("--out", default=None,
                         help="output mp4 path (default: repvideo.mp4); with --prompts a folder (default: repvideo-videos)")
+    add_pipeline_arguments(parser)
+    parser.add_argument("--fps", type=float, default=8.0, help="frames per second of the mp4 (default 8)")
+    parser.add_argument("--no-repvideo", action="store_true", help="run the base model without RepVideo")
+    parser.set_defaults(func=run)
+
+
+def add_pipeline_arguments(parser, gates_help: str = "gates folder or Hub id (default: gates saved with the model, "
+                           "else fresh gates)") -> None:
+    """The options every command that runs a pipeline shares (`generate`, `analyze`)."""
     parser.add_argument("--model", default=None, help="local pipeline folder or Hub id (default: embedded tiny CogVideoX)")
-    parser.add_argument("--gates", default=None, help="gates folder or Hub id (default: gates saved with the model, else fresh gates)")
+    parser.add_argument("--gates", default=None, help=gates_help)
     parser.add_argument("--steps", type=int, default=None, help="denoising steps (default: 4 for the tiny model, 50 otherwise)")
     parser.add_argument("--frames", type=int, default=None, help="frames; CogVideoX needs 1 + 4k (default: the model's)")
     parser.add_argument("--height", type=int, default=None, help="height in pixels (default: the model's)")
@@ -47,14 +56,61 @@ def register(subparsers) -> None:
     parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1, ... (default: cuda if available)")
     parser.add_argument("--dtype", choices=sorted(_DTYPES), default=None, help="default: bf16 on CUDA, fp32 on CPU")
-    parser.add_argument("--fps", type=float, default=8.0, help="frames per second of the mp4 (default 8)")
-    parser.add_argument("--no-repvideo", action="store_true", help="run the base model without RepVideo")
-    parser.set_defaults(func=run)
+    parser.add_argument("--attention", choices=("auto", "xformers", "sdpa"), default=None,
+                        help="attention kernel: xformers or PyTorch SDPA; 'auto' picks xformers where it runs "
+                        "(default: the model's stock processors)")
 
 
-def _check_positive(name: str, value: int | None) -> None:
-    if value is not None and value < 1:
-        raise ValueError(f"--{name} must be a positive integer, got {value}.")
+def check_pipeline_arguments(args: argparse.Namespace) -> None:
+    """Fail fast on option values that no model accepts."""
+    for name in ("steps", "frames", "height", "width"):
+        value = getattr(args, name)
+        if value is not None and value < 1:
+            raise ValueError(f"--{name} must be a positive integer, got {value}.")
+    if args.no_repvideo and args.gates:
+        raise ValueError("--gates and --no-repvideo contradict each other: drop one of them.")
+
+
+def default_dtype(dtype: str | None, device: str) -> torch.dtype:
+    return _DTYPES[dtype] if dtype else (torch.bfloat16 if device.startswith("cuda") else torch.float32)
+
+
+def prepare_pipeline(args: argparse.Namespace, dtype: torch.dtype):
+    """Load the pipeline and check the size options against it; returns (pipeline, pipeline call arguments)."""
+    pipe = load_pipeline(args.model, dtype)
+    # Frame counts the VAE can encode: 1 + k * temporal compression (1 + 4k for CogVideoX, Wan, ...).
+    temporal = getattr(pipe, "vae_scale_factor_temporal", None)
+    if args.frames is not None and temporal and (args.frames - 1) % temporal:
+        lower = (args.frames - 1) // temporal * temporal + 1
+        raise ValueError(
+            f"--frames must be 1 + {temporal}k for this model, got {args.frames}. "
+            f"Use --frames {lower} or --frames {lower + temporal}."
+        )
+    spatial = getattr(pipe, "vae_scale_factor_spatial", None) or getattr(pipe, "vae_scale_factor", None)
+    for name in ("height", "width"):
+        value = getattr(args, name)
+        if value is not None and spatial and value % (spatial * 2):
+            raise ValueError(f"--{name} must be a multiple of {spatial * 2} for this model, got {value}.")
+    call = {
+        "num_inference_steps": args.steps or (4 if args.model is None else 50),
+        "guidance_scale": args.guidance_scale,
+    }
+    for name, key in (("frames", "num_frames"), ("height", "height"), ("width", "width")):
+        if getattr(args, name) is not None:
+            call[key] = getattr(args, name)
+    # The text length the transformer was built for (226 for CogVideoX), where the model states one.
+    text_length = getattr(getattr(pipe, "transformer", None), "config", {}).get("max_text_seq_length")
+    if text_length:
+        call["max_sequence_length"] = text_length
+    return pipe, call
+
+
+def set_attention(pipe, backend: str | None) -> None:
+    """Apply `--attention` once the pipeline is on its final device (the xformers probe runs there)."""
+    if backend:
+        from .attention import set_attention_backend
+
+        print(f"attention backend: {set_attention_backend(pipe.transformer, backend)}")
 
 
 def load_pipeline(model: str | None, dtype: torch.dtype):
@@ -126,8 +182,7 @@ def run(args: argparse.Namespace) -> int:
     import repvideo_diffusers  # noqa: F401 - adds enable_repvideo to pipelines
     from accelerate import PartialState
 
-    for name in ("steps", "frames", "height", "width"):
-        _check_positive(name, getattr(args, name))
+    check_pipeline_arguments(args)
     jobs = _jobs(args)
     # A single process without `accelerate launch` gets a plain PartialState: no process group, no change. Without
     # an accelerator (or with --device cpu) the processes must talk over gloo, which accelerate only picks when
@@ -139,41 +194,12 @@ def run(args: argparse.Namespace) -> int:
     else:
         device = args.device
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-    dtype = _DTYPES[args.dtype] if args.dtype else (torch.bfloat16 if device.startswith("cuda") else torch.float32)
-    pipe = load_pipeline(args.model, dtype)
-
-    # Frame counts the VAE can encode: 1 + k * temporal compression (1 + 4k for CogVideoX, Wan, ...).
-    temporal = getattr(pipe, "vae_scale_factor_temporal", None)
-    if args.frames is not None and temporal and (args.frames - 1) % temporal:
-        lower = (args.frames - 1) // temporal * temporal + 1
-        raise ValueError(
-            f"--frames must be 1 + {temporal}k for this model, got {args.frames}. "
-            f"Use --frames {lower} or --frames {lower + temporal}."
-        )
-    spatial = getattr(pipe, "vae_scale_factor_spatial", None) or getattr(pipe, "vae_scale_factor", None)
-    for name in ("height", "width"):
-        value = getattr(args, name)
-        if value is not None and spatial and value % (spatial * 2):
-            raise ValueError(f"--{name} must be a multiple of {spatial * 2} for this model, got {value}.")
-
+    pipe, call = prepare_pipeline(args, default_dtype(args.dtype, device))
     if not args.no_repvideo:
         pipe.enable_repvideo(args.gates)
-    elif args.gates:
-        raise ValueError("--gates and --no-repvideo contradict each other: drop one of them.")
     pipe.to(device)
-
-    call = {
-        "num_inference_steps": args.steps or (4 if args.model is None else 50),
-        "guidance_scale": args.guidance_scale,
-        "output_type": "np",
-    }
-    for name, key in (("frames", "num_frames"), ("height", "height"), ("width", "width")):
-        if getattr(args, name) is not None:
-            call[key] = getattr(args, name)
-    # The text length the transformer was built for (226 for CogVideoX), where the model states one.
-    text_length = getattr(getattr(pipe, "transformer", None), "config", {}).get("max_text_seq_length")
-    if text_length:
-        call["max_sequence_length"] = text_length
+    set_attention(pipe, args.attention)
+    call["output_type"] = "np"
     mode = "without RepVideo" if args.no_repvideo else "with RepVideo"
     rank = f" [process {state.process_index}/{state.num_processes}]" if state.num_processes > 1 else ""
     with state.split_between_processes(jobs) as my_jobs:

@@ -185,9 +185,24 @@ class RepVideoBlockHook(ModelHook):
             return args, kwargs
         # Through the module call, not `.gate[i]`: offloading hooks (accelerate, diffusers) onload weights there.
         gate = self.gates(self.index)
+        grad = torch.is_grad_enabled()
         for position, (stream, mean) in enumerate(zip(streams, state.means)):
             weight = gate.to(device=stream.device, dtype=stream.dtype)
-            args, kwargs = self._set(args, kwargs, position, torch.lerp(stream, mean, weight))
+            if not grad:
+                if state.owned and not stream._is_view():
+                    # Inference: blend into the block's input in place. Nothing else reads it: the cache holds its
+                    # own running mean (`owned`) and the model's loop rebinds its variable to this block's output.
+                    # Saves one hidden-state allocation per stream and block, and keeping both tensors alive.
+                    stream.lerp_(mean, weight)
+                    continue
+                blended = torch.lerp(stream, mean, weight)
+            elif stream.requires_grad or mean.requires_grad or weight.requires_grad:
+                # Training: `lerp` saves both `stream` and `mean` for the gate's gradient, two hidden-state tensors
+                # per block that are dead otherwise; `h + (m - h) * g` saves only their difference.
+                blended = torch.addcmul(stream, mean - stream, weight)
+            else:
+                blended = torch.lerp(stream, mean, weight)
+            args, kwargs = self._set(args, kwargs, position, blended)
         return args, kwargs
 
     def update_cache(self, output: Any) -> None:

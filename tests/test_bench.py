@@ -54,7 +54,7 @@ def test_official_style_cache_holds_more_memory_than_the_running_mean():
     report = run_benchmark(size="tiny", device="cpu", repeats=1, warmup=0, train=False)
     ours = report["ratios"]["repvideo"]["forward_extra_memory_hidden_states"]
     official = report["ratios"]["official"]["forward_extra_memory_hidden_states"]
-    assert ours <= 2.05, ours
+    assert ours <= 1.05, ours
     assert official >= 4.0, official
     # The official style stacks the cache before every block; the running mean allocates at most one blend per stream.
     assert report["ratios"]["official"]["forward_extra_allocations_per_block"] > \
@@ -74,7 +74,7 @@ def test_bench_rejects_unknown_size_and_output_file(tmp_path):
 
 
 @pytest.mark.gpu
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU; no GPU was lent to this task")
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 def test_bench_tiny_on_cuda_measures_peak_memory_with_the_cuda_allocator():
     report = run_benchmark(size="tiny", device="cuda", repeats=2, warmup=1)
     assert report["machine"]["gpu"]

@@ -62,7 +62,7 @@ def test_repvideo_under_two_process_context_parallelism_on_cpu_equals_one_proces
 
 @pytest.mark.gpu
 @pytest.mark.skipif(torch.cuda.device_count() < 2,
-                    reason="needs 2 CUDA GPUs for NCCL context parallelism; no GPU was lent to this task")
+                    reason="needs 2 CUDA GPUs for NCCL context parallelism")
 def test_repvideo_under_two_gpu_context_parallelism_equals_one_gpu(tmp_path):
     records = _run("nccl", "Wan", tmp_path, processes=2)
     _check(records, ["Wan"], 2)

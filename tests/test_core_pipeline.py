@@ -158,6 +158,19 @@ def test_generate_rejects_a_folder_that_is_not_a_pipeline(tmp_path, capsys):
     assert "without model_index.json" in capsys.readouterr().err
 
 
+def test_generate_routes_attention_to_sdpa_and_refuses_xformers_without_an_operator(tmp_path, capsys):
+    out = tmp_path / "sdpa.mp4"
+    assert cli_main(["generate", "a cat", "--out", str(out), "--steps", "1", "--attention", "sdpa"]) == 0
+    assert "attention backend: sdpa" in capsys.readouterr().out
+    assert read_video(out)[0].shape == (9, 64, 96, 3)
+    if torch.cuda.is_available():
+        pytest.skip("the xformers refusal is checked on machines without a CUDA device")
+    refused = tmp_path / "xformers.mp4"
+    assert cli_main(["generate", "a cat", "--out", str(refused), "--steps", "1", "--attention", "xformers"]) == 2
+    assert "xformers" in capsys.readouterr().err
+    assert not refused.exists()
+
+
 def test_the_console_script_runs_the_main_job(tmp_path):
     out = tmp_path / "panda.mp4"
     result = subprocess.run(
