@@ -20,12 +20,12 @@ import pytest
 import torch
 
 WORKER = Path(__file__).with_name("context_parallel_worker.py")
-WORKTREE = Path(__file__).resolve().parents[1]
+REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
 def _run(backend: str, families: str, out_dir: Path, processes: int = 2) -> list[dict]:
     env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join([str(WORKTREE), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
+    env["PYTHONPATH"] = os.pathsep.join([str(REPO_ROOT), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
     env["OMP_NUM_THREADS"] = "1"
     with socket.socket() as probe:  # a free port, so parallel test runs on one machine do not collide
         probe.bind(("127.0.0.1", 0))
@@ -45,7 +45,7 @@ def _run(backend: str, families: str, out_dir: Path, processes: int = 2) -> list
     return [json.loads(line) for path in sorted(out_dir.glob("rank*.jsonl")) for line in path.read_text().splitlines()]
 
 
-def _check(records: list[dict], families: list[str], processes: int):
+def _assert_equals_single_process(records: list[dict], families: list[str], processes: int):
     assert len(records) == len(families) * 2 * processes  # every family, both orders, every rank
     for record in records:
         assert record["output_shape"] == record["reference_shape"]
@@ -57,7 +57,7 @@ def _check(records: list[dict], families: list[str], processes: int):
 
 @pytest.mark.slow
 def test_repvideo_under_two_process_context_parallelism_on_cpu_equals_one_process(tmp_path):
-    _check(_run("gloo", "Wan", tmp_path), ["Wan"], 2)
+    _assert_equals_single_process(_run("gloo", "Wan", tmp_path), ["Wan"], 2)
 
 
 @pytest.mark.gpu
@@ -65,4 +65,4 @@ def test_repvideo_under_two_process_context_parallelism_on_cpu_equals_one_proces
                     reason="needs 2 CUDA GPUs for NCCL context parallelism")
 def test_repvideo_under_two_gpu_context_parallelism_equals_one_gpu(tmp_path):
     records = _run("nccl", "Wan", tmp_path, processes=2)
-    _check(records, ["Wan"], 2)
+    _assert_equals_single_process(records, ["Wan"], 2)
