@@ -43,8 +43,12 @@ class FamilyData:
     """How one model family turns pixels and text into training inputs (one row of `FAMILY_DATA`)."""
 
     default_size: Callable  # pipe -> (height, width, num_frames)
-    encode_video: Callable  # (pipe, video (1, 3, F, H, W) in [-1, 1], generator) -> latents without batch dim
-    encode_prompt: Callable  # (pipe, text, max_sequence_length) -> embeddings without batch dim
+    # (pipe, video (1, 3, F, H, W) in [-1, 1], generator) -> latents without batch dim, or a dict with "latents"
+    # and whatever else the forward needs per clip (LTX-Video: the latent size its packed tokens came from)
+    encode_video: Callable
+    # (pipe, text, max_sequence_length) -> embeddings without batch dim, or a dict with "prompt_embeds" and
+    # "prompt_attention_mask" for families whose transformer masks the padding (LTX-Video, Mochi)
+    encode_prompt: Callable
     max_sequence_length: Callable  # pipe -> int
     forward_kwargs: Callable  # (pipe, noisy, batch, timestep) -> transformer kwargs
 
@@ -102,11 +106,72 @@ def _wan_forward_kwargs(pipe, noisy, batch, timestep):
             "return_dict": False}
 
 
+def _ltx_size(pipe):
+    return 512, 704, 161  # LTXPipeline.__call__ defaults
+
+
+def _ltx_encode_video(pipe, video, generator):
+    vae = pipe.vae
+    latents = vae.encode(video.to(vae.dtype)).latent_dist.sample(generator=generator)
+    # The pipeline's own normalisation and packing, so training sees exactly what its denoising loop sees.
+    latents = pipe._normalize_latents(latents, vae.latents_mean, vae.latents_std, vae.config.scaling_factor)
+    _, _, frames, height, width = latents.shape
+    packed = pipe._pack_latents(latents, pipe.transformer_spatial_patch_size, pipe.transformer_temporal_patch_size)
+    # Packing forgets the grid; the transformer's rotary positions need it back, in latent units.
+    return {"latents": packed[0], "latent_size": torch.tensor([frames, height, width])}
+
+
+def _masked_encode_prompt(pipe, text, max_sequence_length):
+    embeds, mask, _, _ = pipe.encode_prompt(text, do_classifier_free_guidance=False,
+                                            max_sequence_length=max_sequence_length, device=torch.device("cpu"))
+    return {"prompt_embeds": embeds[0], "prompt_attention_mask": mask[0]}
+
+
+# LTXPipeline.__call__'s default frame_rate: the rotary temporal scale inference will use with these gates.
+_LTX_FRAME_RATE = 25
+
+
+def _ltx_forward_kwargs(pipe, noisy, batch, timestep):
+    # One run trains at one size, so every clip of the batch has the same latent grid.
+    frames, height, width = (int(v) for v in batch["latent_size"][0])
+    spatial = pipe.vae_spatial_compression_ratio
+    return {"hidden_states": noisy, "encoder_hidden_states": batch["prompt_embeds"], "timestep": timestep,
+            "encoder_attention_mask": batch["prompt_attention_mask"], "num_frames": frames, "height": height,
+            "width": width,
+            "rope_interpolation_scale": (pipe.vae_temporal_compression_ratio / _LTX_FRAME_RATE, spatial, spatial),
+            "return_dict": False}
+
+
+def _mochi_size(pipe):
+    return pipe.default_height, pipe.default_width, 19  # MochiPipeline.__call__ defaults
+
+
+def _mochi_encode_video(pipe, video, generator):
+    vae = pipe.vae
+    latents = vae.encode(video.to(vae.dtype)).latent_dist.sample(generator=generator)
+    # The inverse of MochiPipeline's decode normalisation (which falls back to the scaling factor alone).
+    if getattr(vae.config, "latents_mean", None) is not None and getattr(vae.config, "latents_std", None) is not None:
+        mean = torch.tensor(vae.config.latents_mean).view(1, -1, 1, 1, 1).to(latents)
+        std = torch.tensor(vae.config.latents_std).view(1, -1, 1, 1, 1).to(latents)
+        return ((latents - mean) * vae.config.scaling_factor / std)[0]
+    return (latents * vae.config.scaling_factor)[0]
+
+
+def _mochi_forward_kwargs(pipe, noisy, batch, timestep):
+    return {"hidden_states": noisy, "encoder_hidden_states": batch["prompt_embeds"], "timestep": timestep,
+            "encoder_attention_mask": batch["prompt_attention_mask"], "return_dict": False}
+
+
 # Per-family facts of the data path. Adding a family is one row here (the objective comes from its scheduler).
 FAMILY_DATA: dict[str, FamilyData] = {
     "CogVideoX": FamilyData(_cogvideox_size, _cogvideox_encode_video, _cogvideox_encode_prompt,
                             lambda pipe: pipe.transformer.config.max_text_seq_length, _cogvideox_forward_kwargs),
     "Wan": FamilyData(_wan_size, _wan_encode_video, _wan_encode_prompt, lambda pipe: 512, _wan_forward_kwargs),
+    # max_sequence_length: each pipeline's __call__ default.
+    "LTX-Video": FamilyData(_ltx_size, _ltx_encode_video, _masked_encode_prompt, lambda pipe: 128,
+                            _ltx_forward_kwargs),
+    "Mochi": FamilyData(_mochi_size, _mochi_encode_video, _masked_encode_prompt, lambda pipe: 256,
+                        _mochi_forward_kwargs),
 }
 
 
@@ -182,6 +247,13 @@ def preprocess_video(frames, height: int, width: int, num_frames: int) -> torch.
     return video.permute(1, 0, 2, 3).unsqueeze(0)
 
 
+def _tensors(encoded, key: str) -> dict:
+    """An encoder's output as sample entries: floats in float32 (the batch is cast by autocast), masks and sizes as
+    they are."""
+    encoded = encoded if isinstance(encoded, dict) else {key: encoded}
+    return {name: (value.float() if value.is_floating_point() else value).contiguous() for name, value in encoded.items()}
+
+
 def _fingerprint(row: Row, model_id: str, size: tuple, seed: int, max_sequence_length: int) -> str:
     stat = row.path.stat()
     key = json.dumps([str(row.path.resolve()), stat.st_size, stat.st_mtime_ns, row.text, model_id, list(size), seed,
@@ -233,10 +305,8 @@ def load_dataset(pipe, family: str, data, *, height: int, width: int, num_frames
         # One generator per clip: the VAE's latent sample does not depend on which other clips are usable.
         generator = torch.Generator().manual_seed(seed * 1_000_003 + index)
         with torch.no_grad():
-            sample = {
-                "latents": facts.encode_video(pipe, video, generator).float().contiguous(),
-                "prompt_embeds": facts.encode_prompt(pipe, row.text, max_sequence_length).float().contiguous(),
-            }
+            sample = {**_tensors(facts.encode_video(pipe, video, generator), "latents"),
+                      **_tensors(facts.encode_prompt(pipe, row.text, max_sequence_length), "prompt_embeds")}
         if cached is not None:
             partial = cached.with_suffix(".partial")
             save_file(sample, partial)

@@ -1,0 +1,169 @@
+"""Specifications of `repvideo train` on tiny LTX-Video and Mochi pipelines built here, with real mp4 clips."""
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from repvideo_diffusers.training import TrainConfig, train
+from repvideo_diffusers.video import write_video
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """The tiny models are too small to gain from threads; on a busy 2-core runner they only contend."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def _clip(index: int, frames: int = 10, height: int = 40, width: int = 48) -> np.ndarray:
+    """Moving stripes, different per clip."""
+    t = np.arange(frames)[:, None, None, None]
+    x = np.arange(width)[None, None, :, None]
+    y = np.arange(height)[None, :, None, None]
+    colour = np.array([1.0, 0.5 + 0.2 * index, 0.2])[None, None, None, :]
+    pixels = (np.sin((x + 3 * t * (index + 1)) / 5.0) * 0.5 + 0.5) * colour * (0.6 + 0.4 * np.cos(y / 7.0))
+    return (np.broadcast_to(pixels, (frames, height, width, 3)) * 255).astype(np.uint8)
+
+
+@pytest.fixture(scope="module")
+def clips(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("clips")
+    rows = []
+    for i in range(2):
+        write_video(_clip(i), folder / f"clip{i}.mp4", fps=8)
+        rows.append({"file_name": f"clip{i}.mp4", "text": f"stripes number {i}"})
+    (folder / "metadata.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return folder
+
+
+def _t5():
+    from transformers import T5Config, T5EncoderModel
+
+    from repvideo_diffusers.tiny import build_tokenizer
+
+    tokenizer = build_tokenizer()
+    torch.manual_seed(0)
+    text_encoder = T5EncoderModel(T5Config(
+        vocab_size=len(tokenizer), d_model=16, d_ff=32, d_kv=8, num_layers=1, num_heads=2,
+        relative_attention_num_buckets=8, decoder_start_token_id=0, pad_token_id=0, eos_token_id=1))
+    return tokenizer, text_encoder
+
+
+def _tiny_ltx_pipeline():
+    """LTXPipeline with a 4x spatial / 4x temporal VAE of 8 latent channels, patch size 1."""
+    from diffusers import AutoencoderKLLTXVideo, FlowMatchEulerDiscreteScheduler, LTXPipeline
+
+    from repvideo_diffusers.testing import TINY_MODELS
+
+    tokenizer, text_encoder = _t5()
+    torch.manual_seed(1)
+    vae = AutoencoderKLLTXVideo(
+        in_channels=3, out_channels=3, latent_channels=8, block_out_channels=(8, 8, 8, 8),
+        decoder_block_out_channels=(8, 8, 8, 8), layers_per_block=(1, 1, 1, 1, 1),
+        decoder_layers_per_block=(1, 1, 1, 1, 1), spatio_temporal_scaling=(True, True, False, False),
+        decoder_spatio_temporal_scaling=(True, True, False, False), decoder_inject_noise=(False,) * 5,
+        upsample_residual=(False,) * 4, upsample_factor=(1,) * 4, timestep_conditioning=False, patch_size=1,
+        patch_size_t=1, encoder_causal=True, decoder_causal=False, scaling_factor=0.8,
+    )
+    # Non-trivial statistics, so the normalisation is really exercised (the buffers default to 0 and 1).
+    vae.latents_mean.copy_(torch.linspace(-0.5, 0.5, 8))
+    vae.latents_std.copy_(torch.linspace(0.5, 2.0, 8))
+    transformer, _ = TINY_MODELS["LTX-Video"].build(seed=0)
+    return LTXPipeline(scheduler=FlowMatchEulerDiscreteScheduler(), vae=vae, text_encoder=text_encoder,
+                       tokenizer=tokenizer, transformer=transformer)
+
+
+def _tiny_mochi_pipeline():
+    """MochiPipeline with an 8x spatial / 6x temporal VAE of 12 latent channels (Mochi's own layout)."""
+    from diffusers import AutoencoderKLMochi, FlowMatchEulerDiscreteScheduler, MochiPipeline, MochiTransformer3DModel
+
+    tokenizer, text_encoder = _t5()
+    torch.manual_seed(1)
+    vae = AutoencoderKLMochi(encoder_block_out_channels=(32,) * 4, decoder_block_out_channels=(32,) * 4,
+                             layers_per_block=(1,) * 5, add_attention_block=(False,) * 5)
+    torch.manual_seed(2)
+    transformer = MochiTransformer3DModel(
+        patch_size=2, num_attention_heads=2, attention_head_dim=8, num_layers=4, pooled_projection_dim=16,
+        in_channels=12, text_embed_dim=16, time_embed_dim=4, max_sequence_length=16,
+    )
+    # Mochi's released scheduler config: inverted sigmas (time runs from 1000 down to 0 the other way round).
+    return MochiPipeline(scheduler=FlowMatchEulerDiscreteScheduler(invert_sigmas=True), vae=vae,
+                         text_encoder=text_encoder, tokenizer=tokenizer, transformer=transformer)
+
+
+def _train_and_check(pipe, clips, tmp_path: Path, num_frames: int):
+    from diffusers import DiffusionPipeline
+
+    pipe.save_pretrained(tmp_path / "model")
+    base = {n: p.detach().clone() for n, p in pipe.transformer.named_parameters()}
+    result = train(TrainConfig(
+        data=str(clips), output_dir=str(tmp_path / "run"), model=str(tmp_path / "model"), max_steps=3,
+        checkpoint_every=100, learning_rate=1e-2, progress_bar=False, report_to=None, height=32, width=32,
+        num_frames=num_frames, max_sequence_length=16,
+    ))
+    assert result.num_samples == 2 and result.steps == 3
+    assert all(np.isfinite(loss) for loss in result.losses), result.losses
+    assert max(abs(g - 0.5) for g in result.gates) > 1e-4, result.gates
+    trained = dict(result.pipeline.transformer.named_parameters())
+    changed = [n for n in trained if n not in base or not torch.equal(trained[n], base[n])]
+    assert changed == ["repvideo_gates.gate"]
+
+    reloaded = DiffusionPipeline.from_pretrained(tmp_path / "model")
+    gates = reloaded.enable_repvideo(str(tmp_path / "run" / "repvideo"))
+    assert gates.gate.tolist() == pytest.approx(result.gates, abs=0)
+    return result
+
+
+def test_ltx_encoding_unpacks_to_exactly_the_normalised_vae_latents():
+    from diffusers import LTXPipeline
+
+    from repvideo_diffusers.training.data import FAMILY_DATA
+
+    pipe = _tiny_ltx_pipeline()
+    video = torch.rand(1, 3, 9, 32, 32) * 2 - 1
+    with torch.no_grad():
+        encoded = FAMILY_DATA["LTX-Video"].encode_video(pipe, video, torch.Generator().manual_seed(3))
+        raw = pipe.vae.encode(video).latent_dist.sample(generator=torch.Generator().manual_seed(3))
+    # Independent reference: (z - mean) * scaling_factor / std per channel, written out here.
+    mean = torch.linspace(-0.5, 0.5, 8).view(1, -1, 1, 1, 1)
+    std = torch.linspace(0.5, 2.0, 8).view(1, -1, 1, 1, 1)
+    normalised = (raw - mean) * 0.8 / std
+    assert encoded["latent_size"].tolist() == [3, 8, 8]
+    assert encoded["latents"].shape == (3 * 8 * 8, 8)
+    unpacked = LTXPipeline._unpack_latents(encoded["latents"][None], 3, 8, 8, 1, 1)
+    assert torch.equal(unpacked, pipe._normalize_latents(raw, pipe.vae.latents_mean, pipe.vae.latents_std, 0.8))
+    torch.testing.assert_close(unpacked, normalised, rtol=1e-6, atol=1e-6)
+
+
+def test_prompt_encoding_carries_the_t5_padding_mask_for_ltx_and_mochi():
+    from repvideo_diffusers.training.data import FAMILY_DATA
+
+    pipe = _tiny_ltx_pipeline()
+    encoded = FAMILY_DATA["LTX-Video"].encode_prompt(pipe, "abc", 16)
+    # "abc" tokenises to the word marker, 3 characters and </s>: 5 real tokens, 11 padding.
+    assert encoded["prompt_attention_mask"].tolist() == [True] * 5 + [False] * 11
+    assert encoded["prompt_embeds"].shape == (16, 16)
+    assert FAMILY_DATA["Mochi"].encode_prompt is FAMILY_DATA["LTX-Video"].encode_prompt
+
+
+def test_a_tiny_ltx_pipeline_trains_only_its_gates_end_to_end(clips, tmp_path):
+    result = _train_and_check(_tiny_ltx_pipeline(), clips, tmp_path, num_frames=9)
+    assert result.objective.startswith("flow matching")
+
+
+def test_a_tiny_mochi_pipeline_trains_only_its_gates_end_to_end_with_inverted_time(clips, tmp_path):
+    result = _train_and_check(_tiny_mochi_pipeline(), clips, tmp_path, num_frames=7)
+    assert result.objective.startswith("flow matching")
+
+
+def test_unsupported_family_message_lists_the_new_families():
+    from repvideo_diffusers.training.data import family_data
+
+    with pytest.raises(ValueError, match=r"reads videos for CogVideoX, Wan, LTX-Video, Mochi pipelines; this "
+                                         r"pipeline's transformer is HunyuanVideo"):
+        family_data("HunyuanVideo")
