@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from repvideo_diffusers.training import TrainConfig, train
-from repvideo_diffusers.video import write_video
+from repvideo_diffusers.video import read_video, write_video
 
 
 @pytest.fixture(autouse=True)
@@ -104,7 +104,7 @@ def _train_and_check(pipe, clips, tmp_path: Path, num_frames: int):
     result = train(TrainConfig(
         data=str(clips), output_dir=str(tmp_path / "run"), model=str(tmp_path / "model"), max_steps=3,
         checkpoint_every=100, learning_rate=1e-2, progress_bar=False, report_to=None, height=32, width=32,
-        num_frames=num_frames, max_sequence_length=16,
+        num_frames=num_frames, max_sequence_length=16, validation_every=3, validation_steps=2,
     ))
     assert result.num_samples == 2 and result.steps == 3
     assert all(np.isfinite(loss) for loss in result.losses), result.losses
@@ -116,6 +116,9 @@ def _train_and_check(pipe, clips, tmp_path: Path, num_frames: int):
     reloaded = DiffusionPipeline.from_pretrained(tmp_path / "model")
     gates = reloaded.enable_repvideo(str(tmp_path / "run" / "repvideo"))
     assert gates.gate.tolist() == pytest.approx(result.gates, abs=0)
+    # Validation runs the family's own pipeline call with the trained gates attached.
+    frames, _ = read_video(tmp_path / "run" / "validation" / "step-000003.mp4")
+    assert frames.shape == (num_frames, 32, 32, 3)
     return result
 
 
@@ -167,3 +170,33 @@ def test_unsupported_family_message_lists_the_new_families():
     with pytest.raises(ValueError, match=r"reads videos for CogVideoX, Wan, LTX-Video, Mochi pipelines; this "
                                          r"pipeline's transformer is HunyuanVideo"):
         family_data("HunyuanVideo")
+
+
+@pytest.mark.parametrize("family", ["LTX-Video", "Mochi"])
+def test_the_training_forward_ignores_the_text_padding_as_the_pipeline_does(family):
+    """The padding mask reaches the transformer: what sits in padded positions does not change the prediction."""
+    from repvideo_diffusers.training.data import FAMILY_DATA, _tensors
+
+    pipe = _tiny_ltx_pipeline() if family == "LTX-Video" else _tiny_mochi_pipeline()
+    facts = FAMILY_DATA[family]
+    frames = 9 if family == "LTX-Video" else 7
+    with torch.no_grad():
+        video = torch.rand(1, 3, frames, 32, 32) * 2 - 1
+        sample = {**_tensors(facts.encode_video(pipe, video, torch.Generator().manual_seed(0)), "latents"),
+                  **facts.encode_prompt(pipe, "abc", 16)}
+        batch = {key: value[None] for key, value in sample.items()}
+        padding = ~batch["prompt_attention_mask"]
+        assert padding.sum() == 11
+        scrambled = dict(batch, prompt_embeds=torch.where(padding[..., None], torch.randn_like(batch["prompt_embeds"]) * 5,
+                                                          batch["prompt_embeds"]))
+        timestep = torch.tensor([400.0])
+
+        def predict(values, mask=True):
+            kwargs = facts.forward_kwargs(pipe, values["latents"], values, timestep)
+            if not mask:
+                kwargs["encoder_attention_mask"] = torch.ones_like(kwargs["encoder_attention_mask"])
+            return pipe.transformer(**kwargs)[0]
+
+        torch.testing.assert_close(predict(scrambled), predict(batch), rtol=1e-5, atol=1e-5)
+        # Without the mask the padding does matter, so the equality above is the mask's doing.
+        assert (predict(scrambled, mask=False) - predict(batch, mask=False)).abs().max() > 1e-3
