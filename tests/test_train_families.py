@@ -200,3 +200,20 @@ def test_the_training_forward_ignores_the_text_padding_as_the_pipeline_does(fami
         torch.testing.assert_close(predict(scrambled), predict(batch), rtol=1e-5, atol=1e-5)
         # Without the mask the padding does matter, so the equality above is the mask's doing.
         assert (predict(scrambled, mask=False) - predict(batch, mask=False)).abs().max() > 1e-3
+
+
+@pytest.mark.parametrize("family, frames, size, message", [
+    ("LTX-Video", 10, 32, r"--num-frames must be 1 \+ 4k for this model, got 10. Use 9."),
+    ("LTX-Video", 9, 30, r"--height must be a multiple of 4 for this model, got 30"),
+    ("Mochi", 9, 32, r"--num-frames must be 1 \+ 6k for this model, got 9. Use 7."),
+    ("Mochi", 7, 24, r"--height must be a multiple of 16 for this model, got 24"),
+])
+def test_sizes_the_vae_and_patches_cannot_take_are_refused_before_anything_is_written(
+        clips, tmp_path, family, frames, size, message):
+    pipe = _tiny_ltx_pipeline() if family == "LTX-Video" else _tiny_mochi_pipeline()
+    pipe.save_pretrained(tmp_path / "model")
+    config = TrainConfig(data=str(clips), output_dir=str(tmp_path / "run"), model=str(tmp_path / "model"),
+                         max_steps=1, progress_bar=False, report_to=None, height=size, width=32, num_frames=frames)
+    with pytest.raises(ValueError, match=message):
+        train(config)
+    assert not (tmp_path / "run" / "repvideo").exists()

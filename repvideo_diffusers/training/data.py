@@ -5,7 +5,8 @@ Layout (the Hugging Face ``imagefolder`` convention): a folder with ``metadata.j
 folder with ``metadata.csv``) with the same two columns.
 
 Every clip is decoded with imageio-ffmpeg (`repvideo_diffusers.video.read_video`), resized so it covers the
-model's resolution and centre-cropped, cut to the first ``num_frames`` frames (``1 + 4k`` for CogVideoX and Wan),
+model's resolution and centre-cropped, cut to the first ``num_frames`` frames (``1 + 4k`` for CogVideoX and Wan, ``1 + 8k`` for LTX-Video,
+``1 + 6k`` for Mochi),
 then encoded once: VAE latents and prompt embeddings. With a ``precompute_dir`` the encodings are written there as
 safetensors (one file per clip, named by a fingerprint of the clip, caption and model) and reused on later runs.
 Clips that cannot be used (unreadable, no caption, too short) are skipped with a warning and counted.
@@ -51,6 +52,9 @@ class FamilyData:
     encode_prompt: Callable
     max_sequence_length: Callable  # pipe -> int
     forward_kwargs: Callable  # (pipe, noisy, batch, timestep) -> transformer kwargs
+    # pipe -> (temporal compression, multiple of height and width); None: the pipeline's vae_scale_factor_temporal
+    # and twice its vae_scale_factor_spatial (CogVideoX, Wan)
+    size_multiples: Callable | None = None
 
 
 def _cogvideox_size(pipe):
@@ -168,10 +172,15 @@ FAMILY_DATA: dict[str, FamilyData] = {
                             lambda pipe: pipe.transformer.config.max_text_seq_length, _cogvideox_forward_kwargs),
     "Wan": FamilyData(_wan_size, _wan_encode_video, _wan_encode_prompt, lambda pipe: 512, _wan_forward_kwargs),
     # max_sequence_length: each pipeline's __call__ default.
-    "LTX-Video": FamilyData(_ltx_size, _ltx_encode_video, _masked_encode_prompt, lambda pipe: 128,
-                            _ltx_forward_kwargs),
-    "Mochi": FamilyData(_mochi_size, _mochi_encode_video, _masked_encode_prompt, lambda pipe: 256,
-                        _mochi_forward_kwargs),
+    "LTX-Video": FamilyData(
+        _ltx_size, _ltx_encode_video, _masked_encode_prompt, lambda pipe: 128, _ltx_forward_kwargs,
+        lambda pipe: (pipe.vae_temporal_compression_ratio * pipe.transformer_temporal_patch_size,
+                      pipe.vae_spatial_compression_ratio * pipe.transformer_spatial_patch_size),
+    ),
+    "Mochi": FamilyData(
+        _mochi_size, _mochi_encode_video, _masked_encode_prompt, lambda pipe: 256, _mochi_forward_kwargs,
+        lambda pipe: (pipe.vae_temporal_scale_factor, pipe.vae_spatial_scale_factor * pipe.transformer.config.patch_size),
+    ),
 }
 
 

@@ -321,14 +321,18 @@ def train(config: TrainConfig) -> TrainResult:
     objective = objective_for(pipe.scheduler)
     default_h, default_w, default_f = facts.default_size(pipe)
     height, width, num_frames = config.height or default_h, config.width or default_w, config.num_frames or default_f
-    temporal = getattr(pipe, "vae_scale_factor_temporal", None)
+    if facts.size_multiples is not None:
+        temporal, multiple = facts.size_multiples(pipe)
+    else:
+        temporal = getattr(pipe, "vae_scale_factor_temporal", None)
+        spatial = getattr(pipe, "vae_scale_factor_spatial", None)
+        multiple = spatial * 2 if spatial else None  # VAE downsampling, then 2x2 patches
     if temporal and (num_frames - 1) % temporal:
         lower = (num_frames - 1) // temporal * temporal + 1
         raise ValueError(f"--num-frames must be 1 + {temporal}k for this model, got {num_frames}. Use {lower}.")
-    spatial = getattr(pipe, "vae_scale_factor_spatial", None)
     for name, value in (("height", height), ("width", width)):
-        if spatial and value % (spatial * 2):  # VAE downsampling, then 2x2 patches
-            raise ValueError(f"--{name} must be a multiple of {spatial * 2} for this model, got {value}.")
+        if multiple and value % multiple:
+            raise ValueError(f"--{name} must be a multiple of {multiple} for this model, got {value}.")
     max_sequence_length = config.max_sequence_length or facts.max_sequence_length(pipe)
     model_id = config.model or TINY_MODEL_NAME
 
