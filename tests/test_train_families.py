@@ -187,8 +187,8 @@ def test_the_training_forward_ignores_the_text_padding_as_the_pipeline_does(fami
         batch = {key: value[None] for key, value in sample.items()}
         padding = ~batch["prompt_attention_mask"]
         assert padding.sum() == 11
-        scrambled = dict(batch, prompt_embeds=torch.where(padding[..., None], torch.randn_like(batch["prompt_embeds"]) * 5,
-                                                          batch["prompt_embeds"]))
+        noise = torch.randn_like(batch["prompt_embeds"]) * 5
+        scrambled = dict(batch, prompt_embeds=torch.where(padding[..., None], noise, batch["prompt_embeds"]))
         timestep = torch.tensor([400.0])
 
         def predict(values, mask=True):
@@ -217,3 +217,21 @@ def test_sizes_the_vae_and_patches_cannot_take_are_refused_before_anything_is_wr
     with pytest.raises(ValueError, match=message):
         train(config)
     assert not (tmp_path / "run" / "repvideo").exists()
+
+
+def test_the_cli_trains_a_mochi_folder_passed_as_model(clips, tmp_path):
+    from diffusers import MochiPipeline
+
+    from repvideo_diffusers.cli import main
+
+    _tiny_mochi_pipeline().save_pretrained(tmp_path / "model")
+    code = main(["train", "--data", str(clips), "--output-dir", str(tmp_path / "run"),
+                 "--model", str(tmp_path / "model"), "--max-steps", "2", "--learning-rate", "1e-2", "--height", "32", "--width", "32", "--num-frames", "7",
+                 "--max-sequence-length", "16", "--report-to", "none"])
+    assert code == 0
+    summary = json.loads((tmp_path / "run" / "train_summary.json").read_text())
+    assert summary["steps"] == 2 and all(np.isfinite(summary["losses"]))
+    assert summary["objective"].startswith("flow matching")
+    pipe = MochiPipeline.from_pretrained(tmp_path / "model")
+    gates = pipe.enable_repvideo(str(tmp_path / "run" / "repvideo"))
+    assert gates.gate.tolist() == pytest.approx(summary["gates"], abs=0)

@@ -179,7 +179,8 @@ FAMILY_DATA: dict[str, FamilyData] = {
     ),
     "Mochi": FamilyData(
         _mochi_size, _mochi_encode_video, _masked_encode_prompt, lambda pipe: 256, _mochi_forward_kwargs,
-        lambda pipe: (pipe.vae_temporal_scale_factor, pipe.vae_spatial_scale_factor * pipe.transformer.config.patch_size),
+        lambda pipe: (pipe.vae_temporal_scale_factor,
+                      pipe.vae_spatial_scale_factor * pipe.transformer.config.patch_size),
     ),
 }
 
