@@ -12,8 +12,8 @@ FIXTURE_NAMES = ("cvvae-v1-tiny", "cvvae-v1-tiny-chunked", "cvvae-sd3-tiny")
 def reference_dir() -> Path:
     """``shared/reference/cvvae-fixtures``: ``$REPVIDEO_REFERENCE_DIR`` or found by walking up from the repo.
 
-    CI clones the repository with ``shared/`` beside it (``<clone>/../shared``); a developer worktree such as
-    ``/work/wt/cvvae`` finds ``/work/shared`` the same way. Missing fixtures fail the test: they are the
+    CI clones the repository with ``shared/`` beside it (``<clone>/../shared``); a git worktree nested deeper
+    finds it the same way, further up. Missing fixtures fail the test: they are the
     ground truth for weight compatibility and must not be skipped silently.
     """
     override = os.environ.get("REPVIDEO_REFERENCE_DIR")
