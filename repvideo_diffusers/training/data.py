@@ -6,7 +6,7 @@ folder with ``metadata.csv``) with the same two columns.
 
 Every clip is decoded with imageio-ffmpeg (`repvideo_diffusers.video.read_video`), resized so it covers the
 model's resolution and centre-cropped, cut to the first ``num_frames`` frames (``1 + 4k`` for CogVideoX and Wan, ``1 + 8k`` for LTX-Video,
-``1 + 6k`` for Mochi),
+``1 + 6k`` for Mochi, ``1 + 4k`` for HunyuanVideo),
 then encoded once: VAE latents and prompt embeddings. With a ``precompute_dir`` the encodings are written there as
 safetensors (one file per clip, named by a fingerprint of the clip, caption and model) and reused on later runs.
 Clips that cannot be used (unreadable, no caption, too short) are skipped with a warning and counted.
@@ -48,7 +48,8 @@ class FamilyData:
     # and whatever else the forward needs per clip (LTX-Video: the latent size its packed tokens came from)
     encode_video: Callable
     # (pipe, text, max_sequence_length) -> embeddings without batch dim, or a dict with "prompt_embeds" and
-    # "prompt_attention_mask" for families whose transformer masks the padding (LTX-Video, Mochi)
+    # "prompt_attention_mask" for families whose transformer masks the padding (LTX-Video, Mochi; HunyuanVideo
+    # also "pooled_prompt_embeds", CLIP's pooled output)
     encode_prompt: Callable
     max_sequence_length: Callable  # pipe -> int
     forward_kwargs: Callable  # (pipe, noisy, batch, timestep) -> transformer kwargs
@@ -166,6 +167,42 @@ def _mochi_forward_kwargs(pipe, noisy, batch, timestep):
             "encoder_attention_mask": batch["prompt_attention_mask"], "return_dict": False}
 
 
+
+def _hunyuan_size(pipe):
+    return 720, 1280, 129  # HunyuanVideoPipeline.__call__ defaults
+
+
+def _hunyuan_encode_video(pipe, video, generator):
+    latents = pipe.vae.encode(video.to(pipe.vae.dtype)).latent_dist.sample(generator=generator)
+    return (latents * pipe.vae.config.scaling_factor)[0]  # the inverse of the pipeline's `/ scaling_factor`
+
+
+def _hunyuan_encode_prompt(pipe, text, max_sequence_length):
+    # The pipeline's default prompt template and crop_start: inference (and validation) encode the same way.
+    embeds, pooled, mask = pipe.encode_prompt(text, device=torch.device("cpu"), max_sequence_length=max_sequence_length)
+    if not mask.any():
+        # An all-padding mask leaves the attention nothing to attend to: NaN losses from the first step.
+        raise ValueError(
+            f"The Llama tokenizer left nothing of the caption {text!r} after the prompt template's first "
+            f"crop_start tokens (the pipeline crops them): expected at least one caption token, found an all-padding "
+            f"mask of {mask.shape[-1]}. Use the tokenizer the pipeline was released with (its template prefix is "
+            f"exactly crop_start tokens long)."
+        )
+    return {"prompt_embeds": embeds[0], "pooled_prompt_embeds": pooled[0], "prompt_attention_mask": mask[0]}
+
+
+# HunyuanVideo is guidance-distilled: the guidance scale is an input of the transformer, not classifier-free
+# guidance. Training uses HunyuanVideoPipeline.__call__'s default (6.0), which inference then uses by default too.
+_HUNYUAN_GUIDANCE_SCALE = 6.0
+
+
+def _hunyuan_forward_kwargs(pipe, noisy, batch, timestep):
+    # The pipeline passes guidance_scale * 1000, as the guidance embedding was trained.
+    guidance = torch.full((noisy.shape[0],), _HUNYUAN_GUIDANCE_SCALE * 1000.0, device=noisy.device, dtype=noisy.dtype)
+    return {"hidden_states": noisy, "timestep": timestep, "encoder_hidden_states": batch["prompt_embeds"],
+            "encoder_attention_mask": batch["prompt_attention_mask"],
+            "pooled_projections": batch["pooled_prompt_embeds"], "guidance": guidance, "return_dict": False}
+
 # Per-family facts of the data path. Adding a family is one row here (the objective comes from its scheduler).
 FAMILY_DATA: dict[str, FamilyData] = {
     "CogVideoX": FamilyData(_cogvideox_size, _cogvideox_encode_video, _cogvideox_encode_prompt,
@@ -181,6 +218,12 @@ FAMILY_DATA: dict[str, FamilyData] = {
         _mochi_size, _mochi_encode_video, _masked_encode_prompt, lambda pipe: 256, _mochi_forward_kwargs,
         lambda pipe: (pipe.vae_temporal_scale_factor,
                       pipe.vae_spatial_scale_factor * pipe.transformer.config.patch_size),
+    ),
+    # Frames 1 + 4k (released patch_size_t is 1); height and width: VAE x patch, which is the pipeline's 16.
+    "HunyuanVideo": FamilyData(
+        _hunyuan_size, _hunyuan_encode_video, _hunyuan_encode_prompt, lambda pipe: 256, _hunyuan_forward_kwargs,
+        lambda pipe: (pipe.vae_scale_factor_temporal,
+                      pipe.vae_scale_factor_spatial * pipe.transformer.config.patch_size),
     ),
 }
 
