@@ -240,3 +240,46 @@ def test_sizes_the_vae_and_patches_cannot_take_are_refused_before_anything_is_wr
     with pytest.raises(ValueError, match=message):
         train(config)
     assert not (tmp_path / "run" / "repvideo").exists()
+
+
+def test_the_cli_trains_a_hunyuan_folder_passed_as_model(clips, tmp_path):
+    from diffusers import HunyuanVideoPipeline
+
+    from repvideo_diffusers.cli import main
+
+    _tiny_hunyuan_pipeline().save_pretrained(tmp_path / "model")
+    code = main(["train", "--data", str(clips), "--output-dir", str(tmp_path / "run"), "--model", str(tmp_path / "model"),
+                 "--max-steps", "2", "--learning-rate", "1e-2", "--height", "32", "--width", "32", "--num-frames", "5",
+                 "--max-sequence-length", "16", "--report-to", "none"])
+    assert code == 0
+    summary = json.loads((tmp_path / "run" / "train_summary.json").read_text())
+    assert summary["steps"] == 2 and all(np.isfinite(summary["losses"]))
+    assert summary["num_samples"] == 2 and summary["objective"].startswith("flow matching")
+    pipe = HunyuanVideoPipeline.from_pretrained(tmp_path / "model")
+    gates = pipe.enable_repvideo(str(tmp_path / "run" / "repvideo"))
+    assert gates.gate.tolist() == pytest.approx(summary["gates"], abs=0)
+
+
+def test_a_tokenizer_that_leaves_no_caption_after_crop_start_is_refused_with_the_fix():
+    """A Llama tokenizer whose template prefix is shorter than crop_start: all padding, NaN losses otherwise."""
+    from repvideo_diffusers.training.data import FAMILY_DATA
+
+    pipe = _tiny_hunyuan_pipeline()
+    with pytest.raises(ValueError, match=r"nothing of the caption 'stripes' .* all-padding mask of 4\. Use the "
+                                         r"tokenizer the pipeline was released with"):
+        # About 7 real tokens in 95 + 4 positions: cropping the first 95 leaves only padding.
+        FAMILY_DATA["HunyuanVideo"].encode_prompt(_ShortTemplate(pipe), "stripes", 4)
+
+
+class _ShortTemplate:
+    """The pipeline with a Llama tokenizer that drops the template's system part (prefix 95 -> 5 tokens)."""
+
+    def __init__(self, pipe):
+        self._pipe = pipe
+
+    def encode_prompt(self, text, **kwargs):
+        from diffusers.pipelines.hunyuan_video.pipeline_hunyuan_video import DEFAULT_PROMPT_TEMPLATE
+
+        template = DEFAULT_PROMPT_TEMPLATE["template"]
+        short = {"template": template[template.index("<|start_header_id|>user"):], "crop_start": 95}
+        return self._pipe.encode_prompt(text, prompt_template=short, **kwargs)

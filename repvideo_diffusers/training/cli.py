@@ -49,7 +49,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--height", type=int, default=None, help="training height (default: the model's)")
     parser.add_argument("--width", type=int, default=None, help="training width (default: the model's)")
     parser.add_argument("--num-frames", type=int, default=None,
-                        help="frames per clip: 1 + 4k CogVideoX/Wan, 1 + 8k LTX-Video, 1 + 6k Mochi (default: the model's)")
+                        help="frames per clip: 1 + 4k CogVideoX/Wan/HunyuanVideo, 1 + 8k LTX-Video, 1 + 6k Mochi "
+                             "(default: the model's)")
     parser.add_argument("--max-sequence-length", type=int, default=None, help="text tokens (default: the model's)")
     parser.add_argument("--precompute-dir", default=None,
                         help="save VAE latents and prompt embeddings here (safetensors) and reuse them next time")
