@@ -111,7 +111,7 @@ def main(argv=None):
     if problem is not None:
         print(f"xformers not measured: {problem}")
     stock_ms, stock_mb = rows[0][1], rows[0][2]
-    print(f"| variant | forward ms | x stock | peak MiB | x stock |\n|---|---|---|---|---|")
+    print("| variant | forward ms | x stock | peak MiB | x stock |\n|---|---|---|---|---|")
     for name, ms, mb in rows:
         print(f"| {name} | {ms:.2f} | {ms / stock_ms:.3f} | {mb:.0f} | {mb / stock_mb if stock_mb == stock_mb else float('nan'):.3f} |")
     differences = {k: (v - outputs["stock"]).abs().max().item() for k, v in outputs.items() if k != "stock"}

@@ -30,7 +30,6 @@ Example:
 from __future__ import annotations
 
 import argparse
-import contextlib
 import inspect
 import json
 import os
@@ -332,7 +331,6 @@ def _shown_steps(count: int, most: int = 4) -> list[int]:
 
 def plot_attention_similarity(report: dict, path: str | os.PathLike):
     """Heatmaps of the layer x layer attention-map similarity: one row per run, a few steps plus their mean."""
-    import matplotlib.ticker
     from matplotlib.figure import Figure  # no pyplot: no global backend or figure state, works headless
 
     runs = list(report["runs"])

@@ -316,7 +316,7 @@ def apply_repvideo(
 
         ```
     """
-    from .gates import RepVideoGates, resolve_gates
+    from .gates import resolve_gates
 
     spec = get_model_spec(transformer)
     if hasattr(transformer, _STATE_ATTRIBUTE):

@@ -34,3 +34,12 @@ def tiny_pipe(tiny_pipeline_dir):
 def _deterministic():
     torch.manual_seed(0)
     yield
+
+
+@pytest.fixture
+def one_torch_thread():
+    """Tiny models gain nothing from threads; on a busy 2-core runner two threads per process only contend."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

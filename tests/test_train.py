@@ -1,11 +1,8 @@
 """Specifications of `repvideo train` on the embedded tiny CogVideoX pipeline, with real mp4 clips made here."""
 
 import json
-import os
 import re
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -16,44 +13,33 @@ from safetensors.torch import load_file
 from repvideo_diffusers.training import TrainConfig, objective_for, train, training_loss
 from repvideo_diffusers.training.data import preprocess_video, read_rows
 from repvideo_diffusers.video import write_video
+from train_helpers import stripes_clip
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def _clip(index: int, frames: int = 12, height: int = 72, width: int = 80) -> np.ndarray:
-    """Moving stripes, different per clip: enough structure for the loss to respond to the gates."""
-    t = np.arange(frames)[:, None, None, None]
-    x = np.arange(width)[None, None, :, None]
-    y = np.arange(height)[None, :, None, None]
-    colour = np.array([1.0, 0.5 + 0.1 * index, 0.2])[None, None, None, :]
-    pixels = (np.sin((x + 3 * t * (index + 1)) / 7.0) * 0.5 + 0.5) * colour * (0.6 + 0.4 * np.cos(y / 9.0))
-    return (np.broadcast_to(pixels, (frames, height, width, 3)) * 255).astype(np.uint8)
+def _stripes(index: int, frames: int = 12, height: int = 72, width: int = 80):
+    return stripes_clip(index, frames, height, width, colour_step=0.1, x_period=7.0, y_period=9.0)
 
 
 def make_dataset(folder: Path, good: int = 3, bad: bool = False) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     rows = []
     for i in range(good):
-        write_video(_clip(i), folder / f"clip{i}.mp4", fps=8)
+        write_video(_stripes(i), folder / f"clip{i}.mp4", fps=8)
         rows.append({"file_name": f"clip{i}.mp4", "text": f"stripes {i}"})
     if bad:
         (folder / "broken.mp4").write_bytes(b"this is not a video" * 10)
         rows.append({"file_name": "broken.mp4", "text": "a broken file"})
-        write_video(_clip(5), folder / "uncaptioned.mp4", fps=8)
+        write_video(_stripes(5), folder / "uncaptioned.mp4", fps=8)
         rows.append({"file_name": "uncaptioned.mp4"})
-        write_video(_clip(6, frames=5), folder / "short.mp4", fps=8)  # the tiny model takes 9 frames
+        write_video(_stripes(6, frames=5), folder / "short.mp4", fps=8)  # the tiny model takes 9 frames
         rows.append({"file_name": "short.mp4", "text": "too short"})
     (folder / "metadata.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     return folder
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """The tiny model is too small to gain from threads; on a busy 2-core runner they only contend."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

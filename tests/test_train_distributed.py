@@ -11,9 +11,11 @@ import pytest
 
 from repvideo_diffusers.training import train
 
-from test_train import _config, _one_thread, make_dataset  # noqa: F401 - _one_thread is an autouse fixture
+from test_train import _config, make_dataset
 
 ROOT = Path(__file__).resolve().parents[1]
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _free_port() -> int:

@@ -8,37 +8,16 @@ import pytest
 import torch
 
 from repvideo_diffusers.training import TrainConfig, train
-from repvideo_diffusers.video import read_video, write_video
+from repvideo_diffusers.video import read_video
+from train_helpers import write_clips
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """The tiny models are too small to gain from threads; on a busy 2-core runner they only contend."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-def _clip(index: int, frames: int = 10, height: int = 40, width: int = 48) -> np.ndarray:
-    """Moving stripes, different per clip."""
-    t = np.arange(frames)[:, None, None, None]
-    x = np.arange(width)[None, None, :, None]
-    y = np.arange(height)[None, :, None, None]
-    colour = np.array([1.0, 0.5 + 0.2 * index, 0.2])[None, None, None, :]
-    pixels = (np.sin((x + 3 * t * (index + 1)) / 5.0) * 0.5 + 0.5) * colour * (0.6 + 0.4 * np.cos(y / 7.0))
-    return (np.broadcast_to(pixels, (frames, height, width, 3)) * 255).astype(np.uint8)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")
 def clips(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("clips")
-    rows = []
-    for i in range(2):
-        write_video(_clip(i), folder / f"clip{i}.mp4", fps=8)
-        rows.append({"file_name": f"clip{i}.mp4", "text": f"stripes number {i}"})
-    (folder / "metadata.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
-    return folder
+    return write_clips(tmp_path_factory.mktemp("clips"), ["stripes number 0", "stripes number 1"])
 
 
 def _t5():

@@ -6,7 +6,7 @@ attention is diffusers' own ``Attention`` module (so its parameters are ``group_
 applied frame by frame, with a processor that runs our SDPA/xformers backend.
 """
 
-from typing import Optional, Sequence
+from typing import Sequence
 
 import torch
 import torch.nn as nn
@@ -14,7 +14,7 @@ from diffusers.models.activations import get_activation
 from diffusers.models.attention_processor import Attention
 
 from .attention import single_head_attention
-from .layers import FrameConv2d, VideoConv3d, batch_to_frames, channels_to_time, conv3x3x3, frames_to_batch
+from .layers import FrameConv2d, batch_to_frames, channels_to_time, conv3x3x3, frames_to_batch
 from .vae_v1 import _CheckpointMixin
 
 
