@@ -22,7 +22,7 @@ ROOT = Path(__file__).resolve().parents[1]
 def synthetic_clips(folder: Path, count: int = 4) -> Path:
     import numpy as np
 
-    from repvideo_diffusers.video import write_video
+    from repvideo_diffusers.utils.video import write_video
 
     folder.mkdir(parents=True, exist_ok=True)
     rows = []

@@ -1,35 +1,60 @@
 """repvideo-diffusers: RepVideo (arXiv 2501.08994) and CV-VAE (arXiv 2405.20279) for Hugging Face diffusers.
 
-Importing the package gives every ``diffusers.DiffusionPipeline`` ``enable_repvideo()`` and ``disable_repvideo()``.
+``import repvideo_diffusers`` gives every ``diffusers.DiffusionPipeline`` ``enable_repvideo()`` and
+``disable_repvideo()`` (`repvideo_diffusers.core.pipeline.install`; `uninstall` undoes it). ``import
+repvideo_diffusers.cvvae`` alone, for the CV-VAE only, patches nothing.
 """
 
 __version__ = "0.1.0.dev0"
 
-from .attention import capture_attention, get_attention_backend, reset_attention_backend, set_attention_backend
-from .gates import RepVideoGates, load_gates
-from .pipeline import install as _install_pipeline_methods
-from .repvideo import (
-    SUPPORTED_MODELS,
-    RepVideoConfig,
-    apply_repvideo,
-    get_transformer_blocks,
-    is_repvideo_applied,
-    remove_repvideo,
-)
+import importlib as _importlib
 
-_install_pipeline_methods()
+from . import _compat
 
-__all__ = [
-    "RepVideoConfig",
-    "RepVideoGates",
-    "SUPPORTED_MODELS",
-    "apply_repvideo",
-    "capture_attention",
-    "get_attention_backend",
-    "get_transformer_blocks",
-    "is_repvideo_applied",
-    "load_gates",
-    "remove_repvideo",
-    "reset_attention_backend",
-    "set_attention_backend",
-]
+_compat.warn_if_unsupported_diffusers()
+
+# Public names, imported on first use (PEP 562), so that importing a subpackage stays light.
+_EXPORTS = {
+    "RepVideoConfig": "core.config",
+    "RepVideoGates": "core.gates",
+    "load_gates": "core.gates",
+    "apply_repvideo": "core.hooks",
+    "remove_repvideo": "core.hooks",
+    "is_repvideo_applied": "core.hooks",
+    "SUPPORTED_MODELS": "core.hooks",
+    "get_transformer_blocks": "families",
+    "register_family": "families",
+    "capture_attention": "attention",
+    "set_attention_kernel": "attention",
+    "get_attention_kernel": "attention",
+    "reset_attention_kernel": "attention",
+    "set_attention_backend": "attention",  # deprecated aliases (FutureWarning when called)
+    "get_attention_backend": "attention",
+    "reset_attention_backend": "attention",
+}
+
+
+def __getattr__(name):
+    if name in _EXPORTS:
+        value = getattr(_importlib.import_module(f".{_EXPORTS[name]}", __name__), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted([*globals(), *_EXPORTS])
+
+
+def install() -> None:
+    """Add ``enable_repvideo`` / ``disable_repvideo`` to every diffusers pipeline (done by ``import
+    repvideo_diffusers``; needed by hand only after importing ``repvideo_diffusers.cvvae`` first)."""
+    from .core import pipeline
+
+    pipeline.install()
+
+
+if not (_compat.module_being_imported() or "").startswith(f"{__name__}.cvvae"):
+    install()
+
+__all__ = ["__version__", "install", *_EXPORTS]

@@ -39,11 +39,12 @@ from pathlib import Path
 from typing import Sequence
 
 import torch
-from diffusers.hooks._helpers import TransformerBlockRegistry
 from tqdm.auto import tqdm
 
 from .attention import capture_attention
-from .repvideo import get_model_spec, get_transformer_blocks, is_repvideo_applied, remove_repvideo
+from . import _compat
+from .core import is_repvideo_applied, remove_repvideo
+from .families import get_family, get_transformer_blocks
 
 REPORT_VERSION = 1
 DEFAULT_PROMPT = "a fox in snow"  # short: the tiny model reads 16 tokens of one character each
@@ -125,8 +126,8 @@ class _StepRecorder:
         self.steps_attention: list[list[list[float]]] = []
         self.steps_frames: list[list[float]] = []
         self.handles = [transformer.register_forward_pre_hook(self._start)]
-        for block in self.blocks:
-            index = TransformerBlockRegistry.get(type(block)).return_hidden_states_index
+        for block_list, block in get_family(transformer).block_lists(transformer):
+            index = block_list.outputs[0] if block_list.outputs is not None else 0  # the video stream
             self.handles.append(block.register_forward_hook(self._block_hook(index)))
         self.handles.append(transformer.register_forward_hook(self._finish))
 
@@ -257,7 +258,7 @@ def analyze(
     if num_inference_steps < 1:
         raise ValueError(f"num_inference_steps must be a positive integer, got {num_inference_steps}.")
     transformer = pipe.transformer
-    spec = get_model_spec(transformer)
+    family = get_family(transformer)
     previous_gates = transformer.repvideo_gates if is_repvideo_applied(transformer) else None
     device = next(transformer.parameters()).device
     call = {
@@ -266,12 +267,12 @@ def analyze(
         "output_type": "latent",  # the diagnostics need no decoded video: skip the VAE
         **call_kwargs,
     }
-    progress_config = dict(getattr(pipe, "_progress_bar_config", {}))
+    progress_config = _compat.get_progress_bar_config(pipe)
     pipe.set_progress_bar_config(disable=True)  # our bar counts the steps of both runs
     report = {
         "version": REPORT_VERSION,
         "model": str(getattr(pipe.config, "_name_or_path", None) or type(pipe).__name__),
-        "family": spec.family,
+        "family": family.name,
         "prompt": prompt,
         "num_inference_steps": num_inference_steps,
         "seed": seed,
@@ -296,7 +297,7 @@ def analyze(
         remove_repvideo(transformer)
         if previous_gates is not None:
             pipe.enable_repvideo(previous_gates)
-        pipe._progress_bar_config = progress_config
+        _compat.restore_progress_bar_config(pipe, progress_config)
     report["device"] = str(device)
     return report
 

@@ -128,7 +128,7 @@ def build_transformer(size: BenchSize, device: torch.device, seed: int = 0):
 
 
 def _official_hook_class():
-    from .repvideo import RepVideoBlockHook
+    from .core.hooks import RepVideoBlockHook
 
     class OfficialStyleBlockHook(RepVideoBlockHook):
         """The official code's feature cache: a list of block outputs, ``stack(cache).mean(0)`` before every block.
@@ -150,7 +150,7 @@ def _official_hook_class():
             return args, kwargs
 
         def update_cache(self, output):
-            outputs = tuple(output[i] for i in self.output_indices) if isinstance(output, tuple) else (output,)
+            outputs = self.outputs_of(output)
             if self.index % self.window == 0:
                 self.state.means = [outputs]
             else:
@@ -164,14 +164,16 @@ def apply_official_style(transformer, config=None):
 
     Same gates, same numbers as `apply_repvideo` up to rounding; undo with `remove_repvideo`.
     """
-    from .repvideo import _BLOCK_HOOK, _STATE_ATTRIBUTE, apply_repvideo, get_transformer_blocks
+    from .core.hooks import _BLOCK_HOOK, _STATE_ATTRIBUTE, apply_repvideo
+    from .families import get_transformer_blocks
 
     gates = apply_repvideo(transformer, config)
     attachment = getattr(transformer, _STATE_ATTRIBUTE)
     hook_class = _official_hook_class()
     for block in get_transformer_blocks(transformer):
         core_hook = attachment.hooks[id(block)]
-        hook = hook_class(core_hook.index, core_hook.window, gates, attachment.state, type(block))
+        hook = hook_class(core_hook.index, core_hook.window, gates, attachment.state, type(block),
+                          core_hook.block_list)
         registry = block._diffusers_hook
         registry.remove_hook(_BLOCK_HOOK, recurse=False)
         registry.register_hook(hook, _BLOCK_HOOK)
@@ -267,7 +269,8 @@ def _per_block_cost(transformer, inputs, device, window, gate_init, repeats: int
     Short calls timed many times and the minimum kept: unlike whole-forward ratios this stays readable on a machine
     shared with other jobs. Measured at the middle of a cache window (the cache holds ``window // 2`` outputs).
     """
-    from .repvideo import _STATE_ATTRIBUTE, get_transformer_blocks, remove_repvideo
+    from .core.hooks import _STATE_ATTRIBUTE, remove_repvideo
+    from .families import get_transformer_blocks
 
     blocks = get_transformer_blocks(transformer)
     index = min(len(blocks) - 1, window // 2 + 1) if window > 2 else len(blocks) - 1
@@ -305,7 +308,7 @@ def _per_block_cost(transformer, inputs, device, window, gate_init, repeats: int
             _synchronize(device)
             started = time.perf_counter()
             hook.blend_inputs(new_args, new_kwargs)
-            hook.update_cache(streams if len(hook.output_indices) > 1 else streams[0])
+            hook.update_cache(streams if hook.output_indices is not None else streams[0])
             _synchronize(device)
             return time.perf_counter() - started
 
@@ -319,7 +322,7 @@ def _per_block_cost(transformer, inputs, device, window, gate_init, repeats: int
 
 
 def _attach(variant: str, transformer, window: int, gate_init: float):
-    from .repvideo import RepVideoConfig, apply_repvideo
+    from .core import RepVideoConfig, apply_repvideo
 
     config = RepVideoConfig(window=window, gate_init=gate_init)
     if variant == "repvideo":
@@ -348,7 +351,7 @@ def run_benchmark(
         window, gate_init: the `RepVideoConfig` measured.
         train: also measure forward + backward of gates-only training.
     """
-    from .repvideo import remove_repvideo
+    from .core import remove_repvideo
 
     if size not in SIZES:
         raise ValueError(f"--size must be one of {', '.join(SIZES)}, got {size!r}.")

@@ -601,7 +601,7 @@ def convert_sat_checkpoint(
     from accelerate import init_empty_weights
     from diffusers import CogVideoXTransformer3DModel
 
-    from .gates import GATES_SUBFOLDER, RepVideoGates
+    from .core.gates import GATES_SUBFOLDER, RepVideoGates
 
     started = time.perf_counter()
     if isinstance(dtype, str):
@@ -718,7 +718,7 @@ def _sat_rotary_tables(config) -> dict[str, torch.Tensor]:
 def _load_transformer_and_gates(transformer, gates):
     from diffusers import CogVideoXTransformer3DModel
 
-    from .gates import GATES_SUBFOLDER, RepVideoGates, load_gates
+    from .core.gates import GATES_SUBFOLDER, RepVideoGates, load_gates
 
     folder = None
     if isinstance(transformer, (str, os.PathLike)):

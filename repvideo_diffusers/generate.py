@@ -108,9 +108,9 @@ def prepare_pipeline(args: argparse.Namespace, dtype: torch.dtype):
 def set_attention(pipe, backend: str | None) -> None:
     """Apply `--attention` once the pipeline is on its final device (the xformers probe runs there)."""
     if backend:
-        from .attention import set_attention_backend
+        from .attention import set_attention_kernel
 
-        print(f"attention backend: {set_attention_backend(pipe.transformer, backend)}")
+        print(f"attention backend: {set_attention_kernel(pipe.transformer, backend)}")
 
 
 def load_pipeline(model: str | None, dtype: torch.dtype):
@@ -147,7 +147,7 @@ def read_prompts(path: str | os.PathLike) -> list[str]:
 
 def _write_atomically(frames, out: Path, fps: float) -> None:
     """Write the mp4 beside its destination, then move it into place: no half-written video under the final name."""
-    from .video import write_video
+    from .utils.video import write_video
 
     out.parent.mkdir(parents=True, exist_ok=True)
     handle, staging = tempfile.mkstemp(prefix=f".{out.stem}-", suffix=out.suffix or ".mp4", dir=out.parent)

@@ -27,7 +27,7 @@ def main(backend: str, families: list[str], out_dir: str) -> None:
     from diffusers import ContextParallelConfig
 
     from repvideo_diffusers import RepVideoConfig, apply_repvideo
-    from repvideo_diffusers.repvideo import get_transformer_blocks
+    from repvideo_diffusers.families import get_transformer_blocks
     from repvideo_diffusers.testing import TINY_MODELS
 
     for family in families:

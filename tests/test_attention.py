@@ -13,17 +13,18 @@ from repvideo_diffusers.attention import (
     RepVideoAttnProcessorMixin,
     attention_rows,
     capture_attention,
-    get_attention_backend,
-    reset_attention_backend,
-    set_attention_backend,
+    get_attention_kernel,
+    reset_attention_kernel,
+    set_attention_kernel,
 )
+from repvideo_diffusers.attention.processors import attention_modules
 from repvideo_diffusers.testing import TINY_MODELS
 
 FAMILIES = sorted(TINY_MODELS)
 
 
 def _processors(transformer):
-    return {name: module.processor for name, module in attention._attention_modules(transformer)}
+    return {name: module.processor for name, module in attention_modules(transformer)}
 
 
 def _forward(transformer, inputs):
@@ -60,7 +61,7 @@ def _naive_xformers(query, key, value, attn_bias=None, scale=None):
 def test_sdpa_processors_reproduce_stock_outputs_within_1e_6(family, no_xformers):
     transformer, inputs = TINY_MODELS[family].build(seed=3)
     stock = _forward(transformer, inputs)
-    assert set_attention_backend(transformer, "sdpa") == "sdpa"
+    assert set_attention_kernel(transformer, "sdpa") == "sdpa"
     processors = _processors(transformer)
     assert processors and all(isinstance(p, RepVideoAttnProcessorMixin) for p in processors.values())
     routed = _forward(transformer, inputs)
@@ -71,18 +72,18 @@ def test_sdpa_processors_reproduce_stock_outputs_within_1e_6(family, no_xformers
 def test_reset_puts_back_the_very_same_stock_processor_objects(family):
     transformer, inputs = TINY_MODELS[family].build()
     before = _processors(transformer)
-    set_attention_backend(transformer, "sdpa")
+    set_attention_kernel(transformer, "sdpa")
     assert all(before[name] is not p for name, p in _processors(transformer).items())
-    reset_attention_backend(transformer)
+    reset_attention_kernel(transformer)
     after = _processors(transformer)
     assert after.keys() == before.keys() and all(after[name] is before[name] for name in before)
-    assert get_attention_backend(transformer) is None
+    assert get_attention_kernel(transformer) is None
 
 
 def test_auto_falls_back_to_sdpa_without_xformers_and_logs_why(no_xformers, caplog):
     transformer, inputs = TINY_MODELS["CogVideoX"].build()
     with caplog.at_level(logging.WARNING, logger="repvideo_diffusers.attention"):
-        assert set_attention_backend(transformer, "auto") == "sdpa"
+        assert set_attention_kernel(transformer, "auto") == "sdpa"
     message = " ".join(record.getMessage() for record in caplog.records)
     assert "chose sdpa" in message and "cannot be imported" in message
 
@@ -95,7 +96,7 @@ def test_auto_falls_back_when_the_xformers_operator_raises_on_the_device(monkeyp
     transformer, inputs = TINY_MODELS["Mochi"].build()
     stock = _forward(transformer, inputs)
     with caplog.at_level(logging.WARNING, logger="repvideo_diffusers.attention"):
-        assert set_attention_backend(transformer, "auto") == "sdpa"
+        assert set_attention_kernel(transformer, "auto") == "sdpa"
     message = " ".join(record.getMessage() for record in caplog.records)
     assert "NotImplementedError" in message and "No operator found" in message and "cpu" in message
     assert (_forward(transformer, inputs) - stock).abs().max().item() <= 1e-6
@@ -105,10 +106,10 @@ def test_explicit_xformers_that_cannot_run_raises_and_leaves_processors_untouche
     transformer, inputs = TINY_MODELS["CogVideoX"].build()
     before = _processors(transformer)
     with pytest.raises(ValueError, match="'xformers' was requested but cannot run.*Use 'sdpa'"):
-        set_attention_backend(transformer, "xformers")
+        set_attention_kernel(transformer, "xformers")
     after = _processors(transformer)
     assert all(after[name] is before[name] for name in before)
-    assert get_attention_backend(transformer) is None
+    assert get_attention_kernel(transformer) is None
 
 
 @pytest.mark.parametrize("family", ["CogVideoX", "Mochi"])
@@ -124,7 +125,7 @@ def test_xformers_route_hands_xformers_its_layout_and_matches_stock(family, monk
     _fake_xformers(monkeypatch, kernel)
     transformer, inputs = TINY_MODELS[family].build(seed=1)
     stock = _forward(transformer, inputs)
-    assert set_attention_backend(transformer, "auto") == "xformers"
+    assert set_attention_kernel(transformer, "auto") == "xformers"
     calls.clear()
     routed = _forward(transformer, inputs)
     assert len(calls) >= TINY_MODELS[family].num_blocks  # every block's attention went through the kernel
@@ -134,7 +135,7 @@ def test_xformers_route_hands_xformers_its_layout_and_matches_stock(family, monk
 def test_unknown_backend_is_rejected_with_the_choices():
     transformer, _ = TINY_MODELS["Wan"].build()
     with pytest.raises(ValueError, match="one of auto, xformers, sdpa, got 'flash'"):
-        set_attention_backend(transformer, "flash")
+        set_attention_kernel(transformer, "flash")
 
 
 def test_attention_rows_equal_full_softmax_rows_with_masks_and_tiny_chunks():
@@ -217,10 +218,10 @@ def test_capture_leaves_a_set_backend_in_place_and_the_stock_processors_otherwis
     with capture_attention(transformer):
         _forward(transformer, inputs)
     assert all(_processors(transformer)[name] is stock[name] for name in stock)
-    set_attention_backend(transformer, "sdpa")
+    set_attention_kernel(transformer, "sdpa")
     with capture_attention(transformer):
         _forward(transformer, inputs)
-    assert get_attention_backend(transformer) == "sdpa"
+    assert get_attention_kernel(transformer) == "sdpa"
     assert all(p.kernel == "sdpa" and p.capture is None for p in _processors(transformer).values())
 
 
@@ -234,9 +235,9 @@ def test_xformers_on_cuda_matches_sdpa_within_bf16_noise(family):
     transformer, inputs = TINY_MODELS[family].build(seed=4, dtype=torch.bfloat16)
     transformer.to("cuda")
     inputs = {k: v.to("cuda") if torch.is_tensor(v) else v for k, v in inputs.items()}
-    assert set_attention_backend(transformer, "sdpa") == "sdpa"
+    assert set_attention_kernel(transformer, "sdpa") == "sdpa"
     sdpa = _forward(transformer, inputs).float()
-    assert set_attention_backend(transformer, "auto") == "xformers"
+    assert set_attention_kernel(transformer, "auto") == "xformers"
     fused = _forward(transformer, inputs).float()
     # bf16 keeps 8 bits of mantissa: two kernels summing in different orders differ by a few ulps of the output
     assert (fused - sdpa).abs().max().item() <= 0.03 * sdpa.abs().max().item() + 1e-2

@@ -12,7 +12,7 @@ from diffusers import CogVideoXPipeline
 import repvideo_diffusers
 from repvideo_diffusers import RepVideoConfig, RepVideoGates
 from repvideo_diffusers.cli import main as cli_main
-from repvideo_diffusers.video import read_video
+from repvideo_diffusers.utils.video import read_video
 
 
 def frames(pipe, steps=2, seed=0):
@@ -25,7 +25,7 @@ def frames(pipe, steps=2, seed=0):
 def test_every_diffusion_pipeline_gets_enable_and_disable():
     from diffusers import DiffusionPipeline, WanPipeline
 
-    assert DiffusionPipeline.enable_repvideo is repvideo_diffusers.pipeline.enable_repvideo
+    assert DiffusionPipeline.enable_repvideo is repvideo_diffusers.core.pipeline.enable_repvideo
     assert callable(WanPipeline.disable_repvideo)
 
 

@@ -350,7 +350,7 @@ def test_ssim_known_values():
 
 # ----------------------------------------------------------------------------------------------- CLI
 def _write_clip(path, frames=11, height=40, width=48):
-    from repvideo_diffusers.video import write_video
+    from repvideo_diffusers.utils.video import write_video
 
     t = np.linspace(0, 1, frames)[:, None, None, None]
     y = np.linspace(0, 1, height)[None, :, None, None]
@@ -363,7 +363,7 @@ def _write_clip(path, frames=11, height=40, width=48):
 
 def test_cli_reconstruct_prints_psnr_ssim_and_writes_the_video(fixtures, tmp_path, capsys):
     from repvideo_diffusers.cli import main
-    from repvideo_diffusers.video import read_video
+    from repvideo_diffusers.utils.video import read_video
 
     source, target = tmp_path / "in.mp4", tmp_path / "out.mp4"
     _write_clip(source, frames=11, height=36, width=40)
@@ -415,7 +415,7 @@ def test_docstring_examples_run():
     import importlib
 
     names = ["attention", "layers", "tiling", "metrics", "modeling", "modeling_sd3", "regularization", "inflation"]
-    names += ["video_io", "cli"]
+    names += ["cli"]
     for name in names:
         module = importlib.import_module(f"repvideo_diffusers.cvvae.{name}")
         result = doctest.testmod(module, optionflags=doctest.ELLIPSIS)

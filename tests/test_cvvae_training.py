@@ -131,7 +131,7 @@ def test_compute_losses_weights_the_terms():
 @pytest.mark.slow
 def test_cli_train_saves_a_loadable_cvvae(tmp_path, capsys):
     from repvideo_diffusers.cli import main
-    from repvideo_diffusers.video import write_video
+    from repvideo_diffusers.utils.video import write_video
 
     image_dir, clips_dir, out_dir = tmp_path / "image_vae", tmp_path / "clips", tmp_path / "out"
     tiny_image_vae().save_pretrained(str(image_dir))

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from repvideo_diffusers.cli import main
-from repvideo_diffusers.video import read_video
+from repvideo_diffusers.utils.video import read_video
 
 WORKTREE = Path(__file__).resolve().parents[1]
 PROMPTS = ["a red ball rolls", "waves on a beach", "a cat jumps", "snow falls on a city", "a paper boat"]

@@ -12,7 +12,7 @@ from safetensors.torch import load_file
 
 from repvideo_diffusers.training import TrainConfig, objective_for, train, training_loss
 from repvideo_diffusers.training.data import preprocess_video, read_rows
-from repvideo_diffusers.video import write_video
+from repvideo_diffusers.utils.video import write_video
 from train_helpers import stripes_clip
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -81,7 +81,7 @@ def test_gates_only_training_lowers_fixed_batch_loss_and_leaves_base_weights_bit
                                                                                                  tiny_pipe):
     result = train(_config(clips, tmp_path / "run", max_steps=12, batch_size=3, gate_init=0.5, validation_every=12))
     trained = result.pipeline.transformer
-    from repvideo_diffusers.video import read_video
+    from repvideo_diffusers.utils.video import read_video
 
     frames, _ = read_video(tmp_path / "run" / "validation" / "step-000012.mp4")
     assert frames.shape == (9, 64, 96, 3)
@@ -256,7 +256,7 @@ def test_a_tiny_wan_pipeline_trains_its_gates_end_to_end_with_flow_matching(clip
 
     from repvideo_diffusers.testing import TINY_MODELS
     from repvideo_diffusers.tiny import build_tokenizer
-    from repvideo_diffusers.video import read_video
+    from repvideo_diffusers.utils.video import read_video
 
     tokenizer = build_tokenizer()
     torch.manual_seed(0)

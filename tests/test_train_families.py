@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from repvideo_diffusers.training import TrainConfig, train
-from repvideo_diffusers.video import read_video
+from repvideo_diffusers.utils.video import read_video
 from train_helpers import write_clips
 
 
@@ -147,7 +147,7 @@ def test_unsupported_family_message_lists_the_new_families():
     from repvideo_diffusers.training.data import family_data
 
     # Every family of SUPPORTED_MODELS now has a data row; a family without one (here a made-up name) is named.
-    with pytest.raises(ValueError, match=r"reads videos for CogVideoX, Wan, LTX-Video, Mochi, HunyuanVideo pipelines; "
+    with pytest.raises(ValueError, match=r"reads videos for CogVideoX, HunyuanVideo, LTX-Video, Mochi, Wan pipelines; "
                                          r"this pipeline's transformer is Allegro"):
         family_data("Allegro")
 

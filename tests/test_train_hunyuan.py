@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from repvideo_diffusers.training import TrainConfig, train
-from repvideo_diffusers.video import read_video
+from repvideo_diffusers.utils.video import read_video
 from train_helpers import write_clips
 
 _CAPTIONS = ["stripes number 0", "stripes number 1"]

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import numpy as np
 
-from repvideo_diffusers.video import write_video
+from repvideo_diffusers.utils.video import write_video
 
 
 def stripes_clip(index: int, frames: int, height: int, width: int, colour_step: float = 0.2,

@@ -3,7 +3,8 @@
 The official implementation calls ``xformers.ops.memory_efficient_attention`` unconditionally, which needs
 xformers *and* a CUDA kernel for the tensor's device. Importability is not enough (xformers 0.0.35 imports on
 CPU-only machines but has no CPU operator), so the backend is chosen by probing a tiny real call once per
-(device type, dtype) and falling back to SDPA. Both compute the same single-head softmax(QK^T/sqrt(d))V.
+(device type, dtype) with the package's one probe (`repvideo_diffusers.attention.probe_xformers`) and falling
+back to SDPA. Both compute the same single-head softmax(QK^T/sqrt(d))V.
 """
 
 import logging
@@ -13,26 +14,14 @@ from typing import Dict, Tuple
 import torch
 import torch.nn.functional as F
 
+from ..attention.kernels import probe_xformers
+
 logger = logging.getLogger(__name__)
 
 _BACKENDS: Dict[Tuple[str, torch.dtype], str] = {}
 
 # "auto" probes xformers then falls back to SDPA; "sdpa" never tries xformers (useful for exact CPU parity).
 _ENV_VAR = "REPVIDEO_CVVAE_ATTENTION"
-
-
-def _probe_xformers(device: torch.device, dtype: torch.dtype) -> bool:
-    try:
-        import xformers.ops  # noqa: F401
-    except Exception:  # not installed or broken install: both mean "use SDPA"
-        return False
-    try:
-        q = torch.zeros(1, 2, 1, 8, device=device, dtype=dtype)
-        xformers.ops.memory_efficient_attention(q, q, q)
-        return True
-    except Exception as error:  # NotImplementedError on CPU, missing kernels on some GPUs
-        logger.info("xformers is importable but cannot run on %s/%s (%s)", device.type, dtype, error)
-        return False
 
 
 def attention_backend(device: torch.device, dtype: torch.dtype) -> str:
@@ -47,8 +36,10 @@ def attention_backend(device: torch.device, dtype: torch.dtype) -> str:
     key = (device.type, dtype)
     if key not in _BACKENDS:
         wanted = os.environ.get(_ENV_VAR, "auto").lower()
-        use_xformers = wanted in ("auto", "xformers") and _probe_xformers(device, dtype)
-        _BACKENDS[key] = "xformers" if use_xformers else "sdpa"
+        problem = probe_xformers(device, dtype) if wanted in ("auto", "xformers") else "not asked for"
+        if problem is not None and wanted != "sdpa":
+            logger.info("xformers cannot run CV-VAE attention on %s/%s: %s", device.type, dtype, problem)
+        _BACKENDS[key] = "xformers" if problem is None else "sdpa"
         logger.info("CV-VAE attention on %s/%s runs with %s", device.type, dtype, _BACKENDS[key])
     return _BACKENDS[key]
 

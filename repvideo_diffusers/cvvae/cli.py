@@ -89,7 +89,7 @@ def run_reconstruct(args: argparse.Namespace) -> int:
 
     from .loading import load_cvvae
     from .metrics import psnr, ssim
-    from .video_io import frames_to_tensor, read_video, tensor_to_frames, write_video
+    from ..utils.video import frames_to_tensor, read_video, tensor_to_frames, write_video
 
     frames, fps = read_video(args.video)
     if args.max_frames is not None:

@@ -102,18 +102,13 @@ class VideoClipDataset(Dataset):
         return len(self.paths)
 
     def __getitem__(self, index: int) -> torch.Tensor:
-        from .video_io import frames_to_tensor, read_video
+        from ..utils.video import frames_to_tensor, read_video, resize_and_center_crop
 
         frames, _ = read_video(self.paths[index])
         if len(frames) < self.num_frames:
             raise ValueError(f"{self.paths[index]} has {len(frames)} frames; the clips need {self.num_frames}.")
-        video = frames_to_tensor(frames[: self.num_frames])[0]  # c t h w
-        h, w = video.shape[-2:]
-        scale = self.size / min(h, w)
-        new_hw = (max(self.size, round(h * scale)), max(self.size, round(w * scale)))
-        video = F.interpolate(video, size=new_hw, mode="bilinear", align_corners=False, antialias=True)
-        top, left = (new_hw[0] - self.size) // 2, (new_hw[1] - self.size) // 2
-        return video[..., top : top + self.size, left : left + self.size].clamp(-1, 1)
+        video = frames_to_tensor(frames[: self.num_frames])[0]  # c t h w: frames as channels, resized alike
+        return resize_and_center_crop(video, self.size, self.size)
 
 
 def train_cvvae(

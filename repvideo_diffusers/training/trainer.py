@@ -284,7 +284,8 @@ def train(config: TrainConfig) -> TrainResult:
     from tqdm.auto import tqdm
 
     from ..generate import load_pipeline
-    from ..repvideo import RepVideoConfig, apply_repvideo, get_model_spec
+    from ..core import RepVideoConfig, apply_repvideo
+    from ..families import get_family
     from ..tiny import TINY_MODEL_NAME
     from .data import family_data, load_dataset
     from .objectives import objective_for
@@ -296,12 +297,10 @@ def train(config: TrainConfig) -> TrainResult:
         import importlib.util
 
         report_to = "tensorboard" if importlib.util.find_spec("tensorboard") or importlib.util.find_spec("tensorboardX") else None
-    from accelerate.state import AcceleratorState, DistributedType
+    from .._compat import reset_accelerator_state_if_single_process
 
-    if AcceleratorState._shared_state and AcceleratorState().distributed_type == DistributedType.NO:
-        # A second run in the same process (a notebook, the tests) may use another mixed precision; accelerate
-        # keeps one global state and refuses to change it, so start it afresh (only ever when not distributed).
-        AcceleratorState._reset_state()
+    # A second run in the same process (a notebook, the tests) may use another mixed precision: start afresh.
+    reset_accelerator_state_if_single_process()
     accelerator = Accelerator(
         mixed_precision=config.mixed_precision, log_with=report_to,
         project_config=ProjectConfiguration(project_dir=str(output_dir), logging_dir=str(output_dir / "logs")),
@@ -316,7 +315,7 @@ def train(config: TrainConfig) -> TrainResult:
         pipe = load_pipeline(config.model, half or torch.float32)
     pipe.set_progress_bar_config(disable=True)
     transformer = pipe.transformer
-    family = get_model_spec(transformer).family
+    family = get_family(transformer).name
     facts = family_data(family)
     objective = objective_for(pipe.scheduler)
     default_h, default_w, default_f = facts.default_size(pipe)
@@ -435,7 +434,7 @@ def train(config: TrainConfig) -> TrainResult:
         accelerator.wait_for_everyone()
 
     def validate(at_step: int) -> None:
-        from ..video import write_video
+        from ..utils.video import write_video
 
         transformer.eval()
         if pipe.text_encoder is not None:
@@ -559,7 +558,7 @@ def _save_outputs(pipe, transformer, gates, config, result, history_steps, histo
         type(pipe).save_lora_weights(staging, transformer_lora_layers=lora)
         _replace_dir(staging, output_dir / "lora")
     if config.train == "full":
-        from ..repvideo import apply_repvideo, remove_repvideo
+        from ..core import apply_repvideo, remove_repvideo
 
         staging = Path(tempfile.mkdtemp(prefix=".transformer-", dir=output_dir))
         remove_repvideo(transformer)  # the base transformer's own format, gates saved apart in repvideo/

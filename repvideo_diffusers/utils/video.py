@@ -1,10 +1,12 @@
-"""Reading and writing mp4 files (imageio + the ffmpeg binary shipped by imageio-ffmpeg)."""
+"""Video files and video tensors: mp4 reading and writing (imageio + the ffmpeg binary shipped by imageio-ffmpeg),
+frames <-> tensors in [-1, 1], and the one resize-and-crop that every data path uses."""
 
 from __future__ import annotations
 
 import os
 
 import numpy as np
+import torch
 
 
 def write_video(frames, path: str | os.PathLike, fps: float = 8.0) -> str:
@@ -13,7 +15,7 @@ def write_video(frames, path: str | os.PathLike, fps: float = 8.0) -> str:
     Example:
         ```python
         >>> import numpy as np, tempfile, os
-        >>> from repvideo_diffusers.video import read_video, write_video
+        >>> from repvideo_diffusers.utils.video import read_video, write_video
         >>> path = os.path.join(tempfile.mkdtemp(), "clip.mp4")
         >>> _ = write_video(np.zeros((5, 32, 48, 3), dtype=np.uint8), path, fps=8)
         >>> read_video(path)[0].shape
@@ -51,3 +53,41 @@ def read_video(path: str | os.PathLike) -> tuple[np.ndarray, float]:
     if not frames:
         raise ValueError(f"Video {str(path)!r} has no frames.")
     return np.stack(frames), fps
+
+
+def frames_to_tensor(frames: np.ndarray) -> torch.Tensor:
+    """uint8 ``(t, h, w, 3)`` -> float ``(1, 3, t, h, w)`` in ``[-1, 1]`` (a VAE's input range).
+
+    Example:
+        >>> frames_to_tensor(np.full((5, 8, 8, 3), 255, np.uint8)).amin().item()
+        1.0
+    """
+    return torch.from_numpy(np.ascontiguousarray(frames)).permute(3, 0, 1, 2)[None].float() / 127.5 - 1.0
+
+
+def tensor_to_frames(video: torch.Tensor) -> np.ndarray:
+    """float ``(1, 3, t, h, w)`` in ``[-1, 1]`` -> uint8 ``(t, h, w, 3)`` (values outside are clipped).
+
+    Example:
+        >>> tensor_to_frames(torch.zeros(1, 3, 2, 4, 4)).shape
+        (2, 4, 4, 3)
+    """
+    video = ((video[0].float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
+    return video.permute(1, 2, 3, 0).cpu().numpy()
+
+
+def resize_and_center_crop(images: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    """Resize ``(n, c, h, w)`` images so they cover ``height x width`` (aspect kept, antialiased bilinear), then
+    centre-crop to exactly that size; values are clamped to ``[-1, 1]``.
+
+    Example:
+        >>> resize_and_center_crop(torch.zeros(3, 3, 40, 90), 16, 16).shape
+        torch.Size([3, 3, 16, 16])
+    """
+    scale = max(height / images.shape[-2], width / images.shape[-1])
+    size = (max(height, round(images.shape[-2] * scale)), max(width, round(images.shape[-1] * scale)))
+    if size != tuple(images.shape[-2:]):
+        images = torch.nn.functional.interpolate(images, size=size, mode="bilinear", antialias=True,
+                                                 align_corners=False)
+    top, left = (size[0] - height) // 2, (size[1] - width) // 2
+    return images[..., top : top + height, left : left + width].clamp(-1, 1)

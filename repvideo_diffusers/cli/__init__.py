@@ -1,7 +1,8 @@
 """The ``repvideo`` command line.
 
-Each sub-command lives in the module that owns the capability and exposes ``register(subparsers)``,
-which adds its parser and sets ``func`` (called with the parsed ``argparse.Namespace``).
+One module per command in this package, each with ``register(subparsers)``, which adds the command's parser and
+sets ``func`` (called with the parsed ``argparse.Namespace``). The modules parse arguments and call the library;
+the work itself lives in the library's capabilities.
 """
 
 import argparse
@@ -10,18 +11,17 @@ import sys
 
 # name of the owning module; imported lazily so `repvideo --help` stays fast.
 _COMMAND_MODULES = (
-    "repvideo_diffusers.generate",
-    "repvideo_diffusers.analysis",
-    "repvideo_diffusers.convert",
-    "repvideo_diffusers.training.cli",
-    "repvideo_diffusers.cvvae.cli",
-    "repvideo_diffusers.bench",
-    # more sub-commands are added here, one module each
+    "repvideo_diffusers.cli.generate",
+    "repvideo_diffusers.cli.analyze",
+    "repvideo_diffusers.cli.convert",
+    "repvideo_diffusers.cli.train",
+    "repvideo_diffusers.cli.vae",
+    "repvideo_diffusers.cli.bench",
 )
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from . import __version__
+    from .. import __version__
 
     parser = argparse.ArgumentParser(
         prog="repvideo", description="RepVideo and CV-VAE for Hugging Face diffusers video pipelines."

@@ -1,0 +1,3 @@
+"""``repvideo analyze``."""
+
+from ..analysis import register  # noqa: F401

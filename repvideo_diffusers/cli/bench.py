@@ -1,0 +1,3 @@
+"""``repvideo bench``."""
+
+from ..bench import register  # noqa: F401

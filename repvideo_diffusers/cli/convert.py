@@ -1,0 +1,3 @@
+"""``repvideo convert``."""
+
+from ..convert import register  # noqa: F401

@@ -1,0 +1,3 @@
+"""``repvideo generate``."""
+
+from ..generate import register  # noqa: F401

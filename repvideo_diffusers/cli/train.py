@@ -1,0 +1,3 @@
+"""``repvideo train``."""
+
+from ..training.cli import register  # noqa: F401

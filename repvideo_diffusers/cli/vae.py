@@ -1,0 +1,3 @@
+"""``repvideo vae``."""
+
+from ..cvvae.cli import register  # noqa: F401

@@ -1,0 +1,252 @@
+"""RepVideo gates as a small Hub artefact: one scalar per transformer block, saved like a peft adapter.
+
+A gates folder holds ``config.json`` (block count, window, model family, base model),
+``diffusion_pytorch_model.safetensors`` (the ``gate`` vector) and a model card ``README.md``. Inside a pipeline
+folder the gates live in ``repvideo/`` beside ``transformer/``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+
+import torch
+from diffusers import ConfigMixin, ModelMixin
+from diffusers.configuration_utils import register_to_config
+from diffusers.utils import logging
+from huggingface_hub import ModelCard, ModelCardData
+
+from .. import _compat
+from .config import RepVideoConfig
+
+logger = logging.get_logger(__name__)
+
+GATES_SUBFOLDER = "repvideo"
+_CONFIG_FILE = "config.json"
+LIBRARY_NAME = "repvideo-diffusers"
+
+
+class RepVideoGates(ModelMixin, ConfigMixin):
+    r"""The learned gates of RepVideo: ``gate[i]`` weighs the feature-cache mean before block ``i``.
+
+    Args:
+        num_blocks (`int`): number of transformer blocks (execution order), one gate each.
+        window (`int`, defaults to 6): feature-cache window the gates were trained with.
+        gate_init (`float`, defaults to 0.5): initial gate value.
+        model_family (`str`, *optional*): the family name (`Family.name`); checked when the gates are attached.
+        base_model (`str`, *optional*): Hub id or path of the base model, recorded in the model card.
+
+    Example:
+        ```python
+        >>> import tempfile
+        >>> from repvideo_diffusers import RepVideoGates
+
+        >>> gates = RepVideoGates(num_blocks=4, window=2, gate_init=0.25, model_family="CogVideoX")
+        >>> folder = tempfile.mkdtemp()
+        >>> gates.save_pretrained(folder)
+        >>> RepVideoGates.from_pretrained(folder).gate.tolist()
+        [0.25, 0.25, 0.25, 0.25]
+
+        ```
+    """
+
+    config_name = _CONFIG_FILE
+    _supports_gradient_checkpointing = False
+
+    @register_to_config
+    def __init__(
+        self,
+        num_blocks: int,
+        window: int = 6,
+        gate_init: float = 0.5,
+        model_family: str | None = None,
+        base_model: str | None = None,
+    ):
+        super().__init__()
+        RepVideoConfig(window=window, gate_init=gate_init)  # same validation, same messages
+        if num_blocks < 1:
+            raise ValueError(f"RepVideoGates needs num_blocks >= 1 (one gate per transformer block), got {num_blocks}.")
+        self.gate = torch.nn.Parameter(torch.full((num_blocks,), float(gate_init)))
+
+    def forward(self, index: int | None = None) -> torch.Tensor:
+        """The gate of block `index` (a 0-dim view), or the whole vector."""
+        return self.gate if index is None else self.gate[index]
+
+    @classmethod
+    def from_config_and_transformer(
+        cls, config: RepVideoConfig, num_blocks: int, family: str | None = None, base_model: str | None = None
+    ) -> "RepVideoGates":
+        return cls(
+            num_blocks=num_blocks,
+            window=config.window,
+            gate_init=config.gate_init,
+            model_family=family,
+            base_model=base_model,
+        )
+
+    def model_card(self, extra_text: str = "") -> ModelCard:
+        """The model card written by `save_pretrained`, made with huggingface_hub's `ModelCard`."""
+        config = self.config
+        card_data = ModelCardData(
+            library_name=LIBRARY_NAME,
+            base_model=config.base_model or None,
+            tags=["repvideo", "text-to-video", "diffusers", *( [config.model_family.lower()] if config.model_family else [])],
+            license="apache-2.0",
+        )
+        values = ", ".join(f"{v:.4f}" for v in self.gate.detach().float().cpu().tolist())
+        base = f"[`{config.base_model}`](https://huggingface.co/{config.base_model})" if config.base_model else "a"
+        text = f"""---
+{card_data.to_yaml()}
+---
+
+# RepVideo gates
+
+Learned gates of [RepVideo](https://arxiv.org/abs/2501.08994) (cross-layer feature cache) for {base}
+{config.model_family or "video"} transformer: {config.num_blocks} blocks, feature-cache window {config.window}.
+
+## Use
+
+```python
+import repvideo_diffusers  # adds enable_repvideo() to every diffusers pipeline
+
+pipe.enable_repvideo("<this repo or folder>")
+
+```
+
+Put this folder as `repvideo/` inside a pipeline folder and plain `pipe.enable_repvideo()` loads it.
+
+## Gate values (execution order)
+
+`[{values}]`
+{extra_text}"""
+        return ModelCard(text)
+
+    def save_pretrained(self, save_directory: str | os.PathLike, model_card_text: str = "", **kwargs) -> None:
+        """Save config, safetensors weights and a model card (``README.md``) into `save_directory`."""
+        super().save_pretrained(save_directory, safe_serialization=True, **kwargs)
+        self.model_card(model_card_text).save(os.path.join(save_directory, "README.md"))
+
+    def push_to_hub(self, repo_id: str, commit_message: str = "Upload RepVideo gates", private: bool | None = None,
+                    token: str | None = None, **kwargs) -> str:
+        """Upload the gates (with their model card) to the Hub; returns the commit URL."""
+        from huggingface_hub import create_repo, upload_folder
+
+        repo_id = create_repo(repo_id, private=private, token=token, exist_ok=True).repo_id
+        with tempfile.TemporaryDirectory() as folder:
+            self.save_pretrained(folder)
+            return upload_folder(repo_id=repo_id, folder_path=folder, commit_message=commit_message, token=token,
+                                 **kwargs)
+
+
+def _gates_folder(path: str | os.PathLike) -> Path | None:
+    """A local gates folder at `path` or at `path/repvideo`, or None."""
+    path = Path(path)
+    for candidate in (path, path / GATES_SUBFOLDER):
+        if (candidate / _CONFIG_FILE).is_file() and _is_gates_config(candidate / _CONFIG_FILE):
+            return candidate
+    return None
+
+
+def _is_gates_config(config_file: Path) -> bool:
+    try:
+        return json.loads(config_file.read_text()).get("_class_name") == RepVideoGates.__name__
+    except (OSError, ValueError):
+        return False
+
+
+def load_gates(path_or_repo: str | os.PathLike, **kwargs) -> RepVideoGates:
+    """Load gates from a local folder (gates folder or pipeline folder with `repvideo/`) or a Hub id.
+
+    Raises `ValueError` when the folder holds something else, naming what was found.
+    """
+    local = Path(path_or_repo)
+    if local.exists():
+        folder = _gates_folder(local)
+        if folder is None:
+            found = sorted(p.name for p in local.iterdir()) if local.is_dir() else [local.name]
+            raise ValueError(
+                f"{str(local)!r} is not a RepVideo gates folder: expected '{_CONFIG_FILE}' with "
+                f"\"_class_name\": \"RepVideoGates\" (here or in '{GATES_SUBFOLDER}/'), found {found}. "
+                "Save gates with `gates.save_pretrained(folder)` or point at the folder that holds them."
+            )
+        try:
+            return RepVideoGates.from_pretrained(folder, **kwargs)
+        except (OSError, RuntimeError) as error:
+            raise ValueError(f"Could not load RepVideo gates from {str(folder)!r}: {error}") from error
+    # A Hub id: gates at the repo root or under repvideo/.
+    from huggingface_hub import hf_hub_download
+
+    for subfolder in (None, GATES_SUBFOLDER):
+        try:
+            config_file = hf_hub_download(str(path_or_repo), _CONFIG_FILE, subfolder=subfolder)
+        except Exception:  # noqa: BLE001 - offline, missing repo or missing file: try the next place
+            continue
+        if _is_gates_config(Path(config_file)):
+            return RepVideoGates.from_pretrained(str(path_or_repo), subfolder=subfolder, **kwargs)
+    raise ValueError(
+        f"No RepVideo gates found at {str(path_or_repo)!r}: it is neither a local folder nor a reachable Hub repo "
+        f"with RepVideo gates (at the root or in '{GATES_SUBFOLDER}/'). Check the path, or unset HF_HUB_OFFLINE."
+    )
+
+
+def find_saved_gates(transformer: torch.nn.Module, pipeline_path: str | os.PathLike | None = None) -> RepVideoGates | None:
+    """Gates saved with the model, if any: `<pipeline>/repvideo/` beside `transformer/`."""
+    candidates = []
+    if pipeline_path:
+        candidates.append(str(pipeline_path))
+    name_or_path = _compat.name_or_path(transformer)
+    if name_or_path:
+        candidates.append(str(name_or_path))
+        if Path(name_or_path).name == "transformer":
+            candidates.append(str(Path(name_or_path).parent))
+    for candidate in dict.fromkeys(candidates):
+        if Path(candidate).exists():
+            folder = Path(candidate) / GATES_SUBFOLDER
+            if folder.is_dir():
+                return load_gates(folder)
+            continue
+        if os.environ.get("HF_HUB_OFFLINE", "0").upper() in ("1", "ON", "YES", "TRUE"):
+            continue
+        try:
+            return load_gates(candidate)
+        except ValueError:
+            continue
+    return None
+
+
+def resolve_gates(config_or_weights, transformer: torch.nn.Module, num_blocks: int, family: str,
+                  pipeline_path: str | os.PathLike | None = None) -> RepVideoGates:
+    """Turn `apply_repvideo`'s `config_or_weights` into gates that fit `transformer` (or raise `ValueError`)."""
+    base_model = _compat.name_or_path(transformer)
+    if base_model and Path(base_model).name == "transformer":  # loaded from a pipeline: name the pipeline
+        base_model = str(Path(base_model).parent)
+    if isinstance(config_or_weights, RepVideoGates):
+        gates = config_or_weights
+    elif isinstance(config_or_weights, RepVideoConfig):
+        return RepVideoGates.from_config_and_transformer(config_or_weights, num_blocks, family, base_model)
+    elif config_or_weights is None:
+        gates = find_saved_gates(transformer, pipeline_path)
+        if gates is None:
+            logger.info("No saved RepVideo gates found with the model: using fresh gates from RepVideoConfig().")
+            return RepVideoGates.from_config_and_transformer(RepVideoConfig(), num_blocks, family, base_model)
+    elif isinstance(config_or_weights, (str, os.PathLike)):
+        gates = load_gates(config_or_weights)
+    else:
+        raise ValueError(
+            "config_or_weights must be a RepVideoConfig, a gates folder / Hub id, RepVideoGates or None; "
+            f"got {type(config_or_weights).__name__}."
+        )
+    if gates.config.num_blocks != num_blocks:
+        raise ValueError(
+            f"These RepVideo gates were saved for a model with {gates.config.num_blocks} blocks "
+            f"({gates.config.model_family or 'unknown family'}), but this {family} transformer has {num_blocks} blocks. "
+            "Load gates trained for this model, or start fresh with a RepVideoConfig."
+        )
+    if gates.config.model_family and gates.config.model_family != family:
+        raise ValueError(
+            f"These RepVideo gates were saved for a {gates.config.model_family} model, but this transformer is "
+            f"{family}. Load gates trained for {family}, or start fresh with a RepVideoConfig."
+        )
+    return gates

@@ -1,0 +1,100 @@
+"""Atomic writes: everything is written beside its destination first and moved into place only when complete.
+
+A failure (an exception, Ctrl-C) never leaves a half-written file or folder under the final name, and a folder
+being replaced is removed only after its replacement is in place.
+
+Example:
+    ```python
+    >>> import tempfile
+    >>> from pathlib import Path
+    >>> from repvideo_diffusers.utils.io import staged_file, staged_folder
+    >>> out = Path(tempfile.mkdtemp()) / "result"
+    >>> with staged_folder(out) as staging:
+    ...     _ = (staging / "a.txt").write_text("done")
+    >>> sorted(p.name for p in out.iterdir())
+    ['a.txt']
+    >>> with staged_file(out / "b.txt") as staging:
+    ...     _ = Path(staging).write_text("also done")
+    >>> (out / "b.txt").read_text()
+    'also done'
+
+    ```
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Iterator
+
+
+def check_new_folder(out: str | os.PathLike, overwrite: bool = False, option: str = "--out") -> Path:
+    """Refuse an existing non-empty folder (or any existing file) at ``out`` unless ``overwrite``; returns the path."""
+    out = Path(out)
+    if out.exists() and (not out.is_dir() or any(out.iterdir())) and not overwrite:
+        raise ValueError(
+            f"{option} {str(out)!r} already exists and is not empty. Choose a new folder, or pass "
+            "--overwrite (Python: overwrite=True) to replace it."
+        )
+    return out
+
+
+def move_into_place(staging: str | os.PathLike, final: str | os.PathLike) -> None:
+    """Move a completely written file or folder to ``final``, replacing what is there.
+
+    An existing folder is renamed aside first and removed only once the new one is in place.
+    """
+    staging, final = Path(staging), Path(final)
+    old = None
+    if final.is_dir() and not final.is_symlink():
+        old = final.with_name(f".{final.name}.old-{os.getpid()}")
+        os.replace(final, old)
+    os.replace(staging, final)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def staged_folder(out: str | os.PathLike, overwrite: bool = True, merge: bool = False,
+                  option: str = "--out") -> Iterator[Path]:
+    """Yield a hidden staging folder beside ``out``; on success it becomes ``out``.
+
+    Args:
+        overwrite: replace a non-empty ``out``; when ``False`` such an ``out`` is refused before anything is written.
+        merge: move each staged entry into ``out`` instead of replacing the folder (other files in ``out`` stay).
+    """
+    out = Path(out)
+    if not overwrite:
+        check_new_folder(out, overwrite, option)
+    if merge and out.exists() and not out.is_dir():
+        raise ValueError(f"{option} {str(out)!r} is a file; a folder is needed here. Pass a folder path.")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
+    try:
+        yield staging
+        if merge:
+            out.mkdir(exist_ok=True)
+            for entry in sorted(staging.iterdir()):
+                move_into_place(entry, out / entry.name)
+        else:
+            move_into_place(staging, out)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def staged_file(out: str | os.PathLike) -> Iterator[str]:
+    """Yield a temporary path beside ``out`` (same suffix); on success it replaces ``out`` in one rename."""
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    handle, staging = tempfile.mkstemp(prefix=f".{out.stem}-", suffix=out.suffix, dir=out.parent)
+    os.close(handle)
+    try:
+        yield staging
+        os.replace(staging, out)
+    finally:
+        if os.path.exists(staging):
+            os.remove(staging)
