@@ -1,6 +1,7 @@
 """RepVideo alongside other diffusers / accelerate machinery: offloading, FirstBlockCache, torch.compile."""
 
 import accelerate
+import diffusers
 import pytest
 import torch
 from diffusers.hooks import FirstBlockCacheConfig
@@ -9,6 +10,15 @@ from repvideo_diffusers import RepVideoConfig, apply_repvideo, remove_repvideo
 from repvideo_diffusers.testing import TINY_MODELS
 
 CONFIG = RepVideoConfig(window=3, gate_init=0.6)
+
+# diffusers 0.40's group offloading reads `torch.accelerator.current_accelerator().type`, which fails on a machine
+# without an accelerator (fixed in 0.41): a diffusers bug, not RepVideo's, so those tests skip there.
+_GROUP_OFFLOAD_BROKEN = tuple(int(p) for p in diffusers.__version__.split(".")[:2]) < (0, 41) and (
+    not torch.accelerator.is_available()
+)
+needs_working_group_offload = pytest.mark.skipif(
+    _GROUP_OFFLOAD_BROKEN, reason="diffusers < 0.41 cannot group-offload without an accelerator (diffusers bug)"
+)
 
 
 def build():
@@ -47,7 +57,8 @@ def _group_offload(transformer):
     return transformer
 
 
-@pytest.mark.parametrize("offload", [_sequential_offload, _model_offload, _group_offload],
+@pytest.mark.parametrize("offload", [_sequential_offload, _model_offload,
+                                     pytest.param(_group_offload, marks=needs_working_group_offload)],
                          ids=["accelerate-sequential", "accelerate-model", "diffusers-group"])
 def test_offloading_after_repvideo_gives_the_same_output(reference, offload):
     inputs, _, expected = reference
@@ -57,6 +68,7 @@ def test_offloading_after_repvideo_gives_the_same_output(reference, offload):
     assert torch.equal(run(transformer, inputs), expected)
 
 
+@needs_working_group_offload
 def test_repvideo_after_group_offloading_gives_the_same_output_and_removes_cleanly(reference):
     inputs, vanilla, expected = reference
     transformer, _ = build()

@@ -151,3 +151,109 @@ def test_every_public_entry_point_has_a_docstring_example():
         ):
             missing.append(name)
     assert missing == []
+
+
+def _fresh_python(code: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-W", "error::FutureWarning", "-c", textwrap.dedent(code)],
+                          capture_output=True, text=True, timeout=300)
+
+
+def test_importing_the_cvvae_alone_patches_nothing_and_the_package_installs_its_pipeline_methods():
+    result = _fresh_python("""
+        import repvideo_diffusers.cvvae
+        from diffusers import DiffusionPipeline
+        assert not hasattr(DiffusionPipeline, "enable_repvideo")
+        assert not hasattr(DiffusionPipeline.save_pretrained, "__wrapped_by_repvideo__")
+        import repvideo_diffusers
+        repvideo_diffusers.install()  # needed by hand only after the CV-VAE came first
+        assert callable(DiffusionPipeline.enable_repvideo)
+    """)
+    assert result.returncode == 0, result.stderr[-3000:]
+    result = _fresh_python("""
+        import repvideo_diffusers
+        from diffusers import DiffusionPipeline, WanPipeline
+        assert callable(WanPipeline.enable_repvideo) and callable(DiffusionPipeline.disable_repvideo)
+    """)
+    assert result.returncode == 0, result.stderr[-3000:]
+
+
+def test_pipeline_methods_install_idempotently_and_uninstall_to_plain_diffusers():
+    from diffusers import DiffusionPipeline
+
+    from repvideo_diffusers.core import pipeline
+
+    assert pipeline.is_installed()
+    wrapped = DiffusionPipeline.save_pretrained
+    pipeline.install()
+    assert DiffusionPipeline.save_pretrained is wrapped  # not wrapped twice
+    original = wrapped.__wrapped_by_repvideo__
+    try:
+        pipeline.uninstall()
+        assert DiffusionPipeline.save_pretrained is original
+        assert not hasattr(DiffusionPipeline, "enable_repvideo") and not hasattr(DiffusionPipeline, "disable_repvideo")
+        pipeline.uninstall()  # nothing left to undo
+    finally:
+        pipeline.install()
+    assert DiffusionPipeline.enable_repvideo is pipeline.enable_repvideo
+
+
+@pytest.mark.parametrize("module, names", [
+    ("repvideo_diffusers.repvideo", ["RepVideoConfig", "apply_repvideo", "remove_repvideo", "SUPPORTED_MODELS",
+                                     "get_transformer_blocks"]),
+    ("repvideo_diffusers.gates", ["RepVideoGates", "load_gates", "GATES_SUBFOLDER"]),
+])
+def test_deprecated_module_paths_still_import_with_a_future_warning(module, names):
+    result = subprocess.run(
+        [sys.executable, "-c", f"import warnings; warnings.simplefilter('always')\n"
+                               f"with warnings.catch_warnings(record=True) as caught:\n"
+                               f"    from {module} import {', '.join(names)}\n"
+                               f"assert any(w.category is FutureWarning and 'deprecated' in str(w.message) "
+                               f"for w in caught), [str(w.message) for w in caught]"],
+        capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+
+
+def test_old_module_paths_that_became_packages_keep_their_public_names():
+    from repvideo_diffusers.analysis import analyze, save_report  # noqa: F401
+    from repvideo_diffusers.attention import capture_attention, probe_xformers  # noqa: F401
+    from repvideo_diffusers.convert import convert_sat_checkpoint, export_sat  # noqa: F401
+
+
+def test_supported_models_is_a_live_view_of_the_registry():
+    from repvideo_diffusers import SUPPORTED_MODELS
+    from repvideo_diffusers.families import registered_families
+
+    assert SUPPORTED_MODELS["WanTransformer3DModel"].family == "Wan"
+    assert SUPPORTED_MODELS["HunyuanVideoTransformer3DModel"].block_lists == (
+        "transformer_blocks", "single_transformer_blocks")
+    assert len(SUPPORTED_MODELS) == sum(len(f.transformers) for f in registered_families().values())
+
+
+@pytest.mark.parametrize("version, supported", [
+    ("0.39.2", False), ("0.40.0", True), ("0.41.0", True), ("0.42.1", True), ("0.42.2.dev0", True),
+    ("0.43.0", False), ("1.0.0", False),
+])
+def test_the_supported_diffusers_range_is_declared_and_checked(version, supported):
+    from repvideo_diffusers._compat import diffusers_version_problem
+
+    problem = diffusers_version_problem(version)
+    assert (problem is None) == supported
+    if not supported:
+        assert f"diffusers {version} is installed" in problem and "diffusers>=0.40.0,<0.43.0" in problem
+
+
+def test_an_untested_diffusers_version_warns_at_import_naming_the_range():
+    result = subprocess.run([sys.executable, "-c", textwrap.dedent("""
+        import warnings, diffusers
+        diffusers.__version__ = "0.39.0"
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            import repvideo_diffusers
+        messages = [str(w.message) for w in caught if issubclass(w.category, UserWarning)]
+        assert any("supports diffusers >= 0.40.0, < 0.43.0" in m and "0.39.0 is installed" in m for m in messages), messages
+    """)], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    from repvideo_diffusers._compat import SUPPORTED_DIFFUSERS
+
+    setup = (PACKAGE.parent / "setup.cfg").read_text()
+    assert f"diffusers>={SUPPORTED_DIFFUSERS[0][:4]},<{SUPPORTED_DIFFUSERS[1][:4]}" in setup

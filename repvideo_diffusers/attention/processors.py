@@ -42,6 +42,10 @@ class _RouteAttention(TorchFunctionMode):
     def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
         if func is not F.scaled_dot_product_attention:
+            # Tensor methods written in Python that call `super()` cannot be traced by torch.compile from inside a
+            # mode; their functional twins compute the same.
+            if func is torch.Tensor.unflatten:
+                return torch.unflatten(*args, **kwargs)
             return func(*args, **kwargs)
         call = dict(zip(_SDPA_PARAMETERS, args), **kwargs)
         processor = self.processor
@@ -79,6 +83,8 @@ def routed_class(stock_class: type) -> type:
 
     def __call__(self, *args, **kwargs):
         self._calls_in_forward = 0
+        if self.capture is None and self.kernel in (None, "sdpa"):
+            return stock_call(self, *args, **kwargs)  # the stock SDPA call is the kernel asked for: nothing to route
         with _RouteAttention(self):
             return stock_call(self, *args, **kwargs)
 

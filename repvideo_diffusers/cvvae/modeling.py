@@ -2,6 +2,9 @@
 
 Also hosts ``CVVAEMixin``, the video-VAE behaviour shared with ``CVVAESD3Model``: ``1 + 4k`` frame checks,
 temporal chunking (the official ``en_de_n_frames_a_time``) and spatial tiling with overlap blending.
+
+This module is over 400 lines on purpose: ``CVVAEMixin``'s encode / decode paths (plain, chunked in time, tiled in
+space) and the model that uses them read best side by side; the layers and tiling maths live in their own modules.
 """
 
 import logging
