@@ -161,7 +161,7 @@ def processor_attention_backend(processor) -> str | None:
 
 def is_view(tensor: torch.Tensor) -> bool:
     """Whether ``tensor`` is a view of another tensor's storage (`Tensor._is_view`, no public equivalent). RepVideo
-    blends in place only into tensors that are not views. Verified on torch 2.4 - 2.13."""
+    blends in place only into tensors that are not views. Verified on torch 2.13."""
     return tensor._is_view()
 
 
@@ -173,7 +173,7 @@ def is_view(tensor: torch.Tensor) -> bool:
 def reset_accelerator_state_if_single_process() -> None:
     """accelerate keeps one global state per process and refuses to change mixed precision once set; a second
     training run in the same process (a notebook, the tests) needs it afresh. Only when not distributed.
-    `AcceleratorState._shared_state` / `_reset_state` verified on accelerate 1.0 - 1.15."""
+    `AcceleratorState._shared_state` / `_reset_state` verified on accelerate 1.15."""
     from accelerate.state import AcceleratorState, DistributedType
 
     if AcceleratorState._shared_state and AcceleratorState().distributed_type == DistributedType.NO:
@@ -191,8 +191,8 @@ def module_being_imported() -> str | None:
 
     Python runs a package's ``__init__`` before any of its subpackages and tells it nothing about why; the name is
     in the outermost frame of importlib's ``_find_and_load``. Used only to let ``import repvideo_diffusers.cvvae``
-    leave diffusers unpatched. Verified on CPython 3.10 - 3.13; elsewhere this returns ``None`` (then the package
-    installs its pipeline methods as usual).
+    leave diffusers unpatched. Verified on CPython 3.11; elsewhere (or if the frame is not found) this returns
+    ``None``, and the package installs its pipeline methods as usual.
     """
     import sys
 
