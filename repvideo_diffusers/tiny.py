@@ -8,11 +8,11 @@ a local cache folder, and loaded back from there.
 from __future__ import annotations
 
 import os
-import shutil
-import tempfile
 from pathlib import Path
 
 import torch
+
+from .utils.io import staged_folder
 
 TINY_MODEL_NAME = "repvideo-tiny-cogvideox"
 _TINY_VERSION = "2"  # bump when the recipe below changes, so stale caches are rebuilt
@@ -115,12 +115,8 @@ def tiny_pipeline_path(cache_dir: str | os.PathLike | None = None) -> Path:
     with FileLock(str(root / f".{TINY_MODEL_NAME}-v{_TINY_VERSION}.lock")):
         if (folder / "model_index.json").is_file():
             return folder
-        staging = Path(tempfile.mkdtemp(prefix=f".{TINY_MODEL_NAME}-", dir=root))
-        try:
+        with staged_folder(folder) as staging:  # appears whole or not at all
             build_tiny_pipeline().save_pretrained(staging)
-            staging.rename(folder)  # appears whole or not at all
-        finally:
-            shutil.rmtree(staging, ignore_errors=True)
     return folder
 
 

@@ -1,14 +1,13 @@
 """RepVideo computes exactly the official algorithm on every supported family (REPVIDEO.md).
 
-The reference below is written independently of the package: plain torch module hooks, the cache kept as a
-Python list and averaged with ``torch.stack(cache).mean(0)`` at every block, and the blend written as
+The reference (tests/reference_loop.py) is written independently of the package: plain torch module hooks, the cache
+kept as a Python list and averaged with ``torch.stack(cache).mean(0)`` at every block, and the blend written as
 ``g * m + (1 - g) * h``, exactly as the official code does it.
 """
 
-import inspect
-
 import pytest
 import torch
+from reference_loop import official_output
 
 from repvideo_diffusers import RepVideoConfig, apply_repvideo, get_transformer_blocks, remove_repvideo
 from repvideo_diffusers.testing import TINY_MODELS, TINY_VARIANTS
@@ -29,46 +28,11 @@ BLOCK_LISTS = {
 
 
 def reference_output(transformer, inputs, gates, window, joint):
-    """Official RepVideo loop, emulated around the unmodified blocks with torch hooks."""
-    blocks = [b for name in BLOCK_LISTS[transformer._family] for b in getattr(transformer, name)]
-    names = ["hidden_states", "encoder_hidden_states"] if joint else ["hidden_states"]
-    cache = []
-    handles = []
-
-    def make_hooks(i, block):
-        signature = inspect.signature(block.forward)
-
-        def pre(module, args, kwargs):
-            bound = signature.bind(*args, **kwargs)
-            streams = [bound.arguments[n] for n in names]
-            if i == 0:
-                cache[:] = [tuple(streams)]  # cache = [embedded input]
-            g = gates[i]
-            for n, h in zip(names, streams):
-                m = torch.stack([entry[names.index(n)] for entry in cache]).mean(0)
-                bound.arguments[n] = g * m + (1 - g) * h
-            return bound.args, bound.kwargs
-
-        def post(module, args, kwargs, output):
-            outs = tuple(output[: len(names)]) if isinstance(output, tuple) else (output,)
-            if i % window == 0:
-                cache[:] = [outs]
-            else:
-                cache.append(outs)
-
-        return [
-            block.register_forward_pre_hook(pre, with_kwargs=True),
-            block.register_forward_hook(post, with_kwargs=True),
-        ]
-
-    for i, block in enumerate(blocks):
-        handles += make_hooks(i, block)
-    try:
-        with torch.no_grad():
-            return transformer(**inputs, return_dict=False)[0]
-    finally:
-        for handle in handles:
-            handle.remove()
+    """Official RepVideo loop, emulated around the unmodified blocks with torch hooks (tests/reference_loop.py)."""
+    names = ("hidden_states", "encoder_hidden_states") if joint else ("hidden_states",)
+    outputs = (0, 1) if joint else None
+    lists = [(name, names, outputs) for name in BLOCK_LISTS[transformer._family]]
+    return official_output(transformer, inputs, gates, window, lists)
 
 
 def build(family, seed=0):
