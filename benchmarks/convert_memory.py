@@ -33,7 +33,8 @@ def build_synthetic_2b(folder: Path) -> int:
     from accelerate import init_empty_weights
     from diffusers import CogVideoXTransformer3DModel
 
-    from repvideo_diffusers.convert import _RULES, SAT_GATE_KEY, SAT_PREFIX
+    from repvideo_diffusers.convert import SAT_GATE_KEY, SAT_PREFIX
+    from repvideo_diffusers.convert.keymap import _RULES
 
     with init_empty_weights():
         model = CogVideoXTransformer3DModel()  # diffusers defaults = CogVideoX-2B

@@ -1,3 +1,62 @@
-"""``repvideo convert``."""
+"""``repvideo convert`` (SAT -> diffusers) and ``repvideo export-sat`` (diffusers -> SAT).
 
-from ..convert import register  # noqa: F401
+Argument parsing only; the work is `repvideo_diffusers.convert.convert_sat_checkpoint` / `export_sat`.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from ..convert import DEFAULT_MAX_SHARD_SIZE, SAT_MODEL_FILE, convert_sat_checkpoint, export_sat
+from ..utils.dtypes import DTYPES
+
+
+def register(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "convert",
+        help="convert a SAT RepVideo checkpoint (e.g. Vchitect/RepVideo) to diffusers",
+        description="Convert a SwissArmyTransformer RepVideo checkpoint (CogVideoX transformer + learned gates) into "
+        "diffusers: OUT/transformer (safetensors) and OUT/repvideo (gates). With --base, OUT becomes a complete "
+        "pipeline folder: CogVideoXPipeline.from_pretrained(OUT) then pipe.enable_repvideo().",
+    )
+    parser.add_argument("--sat", required=True, help="SAT checkpoint folder (latest + <it>/mp_rank_00_model_states.pt) or .pt file")
+    parser.add_argument("--out", required=True, help="output folder (must not exist or be empty, unless --overwrite)")
+    parser.add_argument("--base", default=None, help="CogVideoX pipeline folder or Hub id for the other components (e.g. THUDM/CogVideoX-2b)")
+    parser.add_argument("--dtype", choices=sorted(DTYPES), default=None, help="weights dtype (default: the checkpoint's)")
+    parser.add_argument("--config", default=None, help="diffusers transformer config.json overriding the inferred config (e.g. text length)")
+    parser.add_argument("--overwrite", action="store_true", help="replace a non-empty --out folder")
+    parser.add_argument("--allow-unsafe-pickle", action="store_true", help="load checkpoints that pickle Python objects (trusted files only)")
+    parser.add_argument("--max-shard-size", default=DEFAULT_MAX_SHARD_SIZE, help=f"safetensors shard size (default {DEFAULT_MAX_SHARD_SIZE})")
+    parser.set_defaults(func=_run_convert)
+
+    export = subparsers.add_parser(
+        "export-sat",
+        help="write a diffusers CogVideoX transformer + RepVideo gates as a SAT checkpoint",
+        description="Write a diffusers CogVideoX transformer and RepVideo gates in the SwissArmyTransformer layout "
+        "that the official RepVideo code loads (OUT/latest, OUT/<iteration>/mp_rank_00_model_states.pt).",
+    )
+    export.add_argument("--model", required=True, help="CogVideoX pipeline folder or transformer folder")
+    export.add_argument("--gates", default=None, help="gates folder or Hub id (default: MODEL/repvideo)")
+    export.add_argument("--out", required=True, help="output folder (must not exist or be empty, unless --overwrite)")
+    export.add_argument("--iteration", type=int, default=1, help="iteration number written to 'latest' (default 1)")
+    export.add_argument("--dtype", choices=sorted(DTYPES), default=None, help="weights dtype (default: the model's)")
+    export.add_argument("--overwrite", action="store_true", help="replace a non-empty --out folder")
+    export.set_defaults(func=_run_export)
+
+
+def _run_convert(args: argparse.Namespace) -> int:
+    result = convert_sat_checkpoint(
+        args.sat, args.out, base=args.base, dtype=args.dtype, config=args.config, overwrite=args.overwrite,
+        allow_unsafe_pickle=args.allow_unsafe_pickle, max_shard_size=args.max_shard_size,
+    )
+    kind = "pipeline" if result.pipeline else "transformer + gates"
+    gates = ", ".join(f"{g:.3f}" for g in result.gates[:6]) + (", ..." if len(result.gates) > 6 else "")
+    print(f"wrote {result.out_dir} ({kind}; {result.variant}; {str(result.dtype).replace('torch.', '')}; "
+          f"gates [{gates}]; {result.seconds:.1f}s)")
+    return 0
+
+
+def _run_export(args: argparse.Namespace) -> int:
+    out = export_sat(args.model, args.gates, args.out, iteration=args.iteration, dtype=args.dtype, overwrite=args.overwrite)
+    print(f"wrote {out} (SAT layout: latest + {args.iteration}/{SAT_MODEL_FILE})")
+    return 0
