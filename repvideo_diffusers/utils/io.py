@@ -49,12 +49,13 @@ def move_into_place(staging: str | os.PathLike, final: str | os.PathLike) -> Non
     """
     staging, final = Path(staging), Path(final)
     old = None
-    if final.is_dir() and not final.is_symlink():
+    # A folder cannot replace a file in one rename (nor a file a folder): set the old one aside first.
+    if final.exists() and (final.is_dir() or staging.is_dir()) and not final.is_symlink():
         old = final.with_name(f".{final.name}.old-{os.getpid()}")
         os.replace(final, old)
     os.replace(staging, final)
     if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
+        shutil.rmtree(old, ignore_errors=True) if old.is_dir() else old.unlink()
 
 
 @contextlib.contextmanager
