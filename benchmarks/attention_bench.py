@@ -91,7 +91,7 @@ def main(argv=None):
     rows, outputs = [], {}
     rows.append(("stock diffusers (CogVideoXAttnProcessor2_0)", *measure(forward, device, args.repeats)))
     outputs["stock"] = forward().float()
-    attention.set_attention_backend(transformer, "sdpa")
+    attention.set_attention_kernel(transformer, "sdpa")
     rows.append(("repvideo sdpa", *measure(forward, device, args.repeats)))
     outputs["sdpa"] = forward().float()
     with attention.capture_attention(transformer) as capture:
@@ -100,10 +100,10 @@ def main(argv=None):
         rows.append(("repvideo sdpa + capture (1 query/frame)", *measure(forward, device, args.repeats)))
     problem = attention.probe_xformers(device, dtype)
     if problem is None:
-        attention.set_attention_backend(transformer, "xformers")
+        attention.set_attention_kernel(transformer, "xformers")
         rows.append(("repvideo xformers", *measure(forward, device, args.repeats)))
         outputs["xformers"] = forward().float()
-    attention.reset_attention_backend(transformer)
+    attention.reset_attention_kernel(transformer)
 
     tokens = shape["text"] + video_tokens
     print(f"device {device} ({torch.cuda.get_device_name(device) if device.type == 'cuda' else 'cpu'}), {dtype}, "

@@ -138,7 +138,7 @@ def test_a_failing_figure_leaves_no_half_written_report(tiny_report, tmp_path, m
     def broken(report, path):
         raise RuntimeError("disk full")
 
-    monkeypatch.setattr(analysis, "plot_gates", broken)
+    monkeypatch.setattr(analysis.plots, "plot_gates", broken)  # save_report draws through the plots module
     with pytest.raises(RuntimeError, match="disk full"):
         save_report(tiny_report, tmp_path / "report")
     assert os.listdir(tmp_path) == []

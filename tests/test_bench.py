@@ -1,14 +1,31 @@
-"""`repvideo bench` smoke tests: the benchmark runs at tiny size and reports what it promises (no timing asserts)."""
+"""`repvideo bench` smoke tests: the benchmark runs at tiny size and reports what it promises (no timing asserts).
+
+The harness and the official-style baseline live in the checkout's benchmarks/ folder, not in the package: this
+module puts that folder on ``sys.path`` (as the harness itself does for its siblings) and imports them by name.
+"""
 
 import json
 import math
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import torch
 
 from repvideo_diffusers import RepVideoConfig, apply_repvideo, remove_repvideo
-from repvideo_diffusers.bench import apply_official_style, build_transformer, run_benchmark, SIZES, write_report
+from repvideo_diffusers.cli import bench as cli_bench
 from repvideo_diffusers.cli import main
+
+BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+if str(BENCHMARKS) not in sys.path:
+    sys.path.insert(0, str(BENCHMARKS))
+
+import bench_repvideo  # noqa: E402
+from bench_repvideo import SIZES, build_transformer, run_benchmark, write_report  # noqa: E402
+from official_style import apply_official_style  # noqa: E402
 
 
 def test_official_style_baseline_computes_the_same_output_as_repvideo():
@@ -85,9 +102,61 @@ def test_bench_tiny_on_cuda_measures_peak_memory_with_the_cuda_allocator():
 
 
 def test_bench_docstring_example_runs():
-    import doctest
+    # The harness is outside the package, so test_package's doctest sweep does not see it: run its Python block here.
+    block = re.search(r"From Python.*?::\n\n((?:    .*\n)+)", bench_repvideo.__doc__).group(1)
+    code = "\n".join(line[4:] for line in block.splitlines())
+    assert "run_benchmark(" in code and "assert " in code
+    exec(compile(code, "bench_repvideo docstring", "exec"), {})
 
-    import repvideo_diffusers.bench as bench
 
-    result = doctest.testmod(bench, optionflags=doctest.ELLIPSIS)
-    assert result.failed == 0 and result.attempted > 0
+def test_cli_sizes_are_the_harness_sizes():
+    # `repvideo bench --help` must work without loading the harness, so the parser names the sizes itself.
+    assert cli_bench.SIZE_NAMES == tuple(sorted(SIZES))
+
+
+def test_cli_bench_uses_the_checkouts_harness():
+    assert cli_bench.benchmarks_folder() == BENCHMARKS
+    assert cli_bench.load_harness() is bench_repvideo
+
+
+def test_cli_bench_refuses_an_output_file_before_measuring(tmp_path, capsys, monkeypatch):
+    def measured(**kwargs):
+        raise AssertionError("the benchmark ran before --out was checked")
+
+    monkeypatch.setattr(bench_repvideo, "run_benchmark", measured)
+    target = tmp_path / "file.json"
+    target.write_text("keep me")
+    assert main(["bench", "--size", "tiny", "--device", "cpu", "--out", str(target)]) == 2
+    assert "is a file; pass a folder for the JSON and PNG results" in capsys.readouterr().err
+    assert target.read_text() == "keep me"
+
+
+def test_cli_bench_without_a_checkout_says_what_is_missing_and_how_to_run_it(tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(cli_bench, "benchmarks_folder", lambda: tmp_path / "site-packages" / "benchmarks")
+    assert main(["bench", "--size", "tiny", "--out", str(tmp_path / "out")]) == 2
+    error = capsys.readouterr().err
+    assert "expected at" in error and "bench_repvideo.py" in error and "found no folder" in error
+    assert "git clone" in error and "pip install -e ." in error and "python benchmarks/bench_repvideo.py" in error
+    assert not (tmp_path / "out").exists()
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ValueError, match="has no bench_repvideo.py"):
+        cli_bench.load_harness(tmp_path / "empty")
+
+
+SCRIPTS = sorted(p.name for p in BENCHMARKS.glob("*.py") if 'if __name__ == "__main__":' in p.read_text())
+
+
+def test_the_benchmark_scripts_are_the_expected_ones():
+    assert SCRIPTS == ["attention_bench.py", "bench_cvvae.py", "bench_repvideo.py", "convert_memory.py", "train_step.py"]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("script", SCRIPTS)
+def test_every_benchmark_script_answers_help(script, monkeypatch):
+    # The scripts must import this checkout (an editable install may point at another one).
+    root = str(BENCHMARKS.parent)
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")])))
+    result = subprocess.run([sys.executable, str(BENCHMARKS / script), "--help"], capture_output=True, text=True,
+                            timeout=300, cwd=root)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "usage:" in result.stdout

@@ -1,3 +1,61 @@
-"""``repvideo analyze``."""
+"""``repvideo analyze``: the parser and a `run` that calls `repvideo_diffusers.analysis`."""
 
-from ..analysis import register  # noqa: F401
+from __future__ import annotations
+
+import argparse
+
+from ..analysis import DEFAULT_PROMPT, analyze, format_summary, save_report
+from ..utils.dtypes import default_device
+
+
+def register(subparsers) -> None:
+    from ..generate import add_pipeline_arguments
+
+    parser = subparsers.add_parser(
+        "analyze",
+        help="the paper's diagnostics: cross-layer attention similarity, adjacent-frame similarity, gates",
+        description="Run a video pipeline without and with RepVideo and write the RepVideo paper's diagnostics: "
+        "a layer x layer attention-map similarity per denoising step, the adjacent-frame feature similarity "
+        "after each block, and the gates, as PNG figures plus analysis.json. Without --model it runs the "
+        "embedded tiny CogVideoX pipeline (random weights, offline, seconds on a CPU).",
+    )
+    parser.add_argument("prompt", nargs="?", default=DEFAULT_PROMPT, help="text prompt (default: a fox in the snow)")
+    parser.add_argument("--out", default="repvideo-analysis", help="output folder (default: repvideo-analysis)")
+    add_pipeline_arguments(parser, gates_help="gates folder or Hub id for the RepVideo run (default: gates saved "
+                           "with the model, else fresh gates)")
+    parser.add_argument("--queries", default="frames",
+                        help="query tokens whose attention is recorded: 'frames' (one per latent frame) or comma-separated token indices")
+    runs = parser.add_mutually_exclusive_group()
+    runs.add_argument("--no-base", action="store_true", help="only the RepVideo run")
+    runs.add_argument("--no-repvideo", action="store_true", help="only the run without RepVideo")
+    parser.set_defaults(func=run)
+
+
+def _parse_queries(text: str):
+    if text == "frames":
+        return "frames"
+    try:
+        return [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise ValueError(f"--queries must be 'frames' or comma-separated token indices like 0,120,240; got {text!r}.") from None
+
+
+def run(args: argparse.Namespace) -> int:
+    import repvideo_diffusers  # noqa: F401 - adds enable_repvideo to pipelines
+
+    from ..generate import check_pipeline_arguments, default_dtype, prepare_pipeline, set_attention
+
+    check_pipeline_arguments(args)
+    queries = _parse_queries(args.queries)
+    device = default_device(args.device)
+    pipe, call = prepare_pipeline(args, default_dtype(args.dtype, device))
+    pipe.to(device)
+    set_attention(pipe, args.attention)
+    runs = ("repvideo",) if args.no_base else ("base",) if args.no_repvideo else ("base", "repvideo")
+    report = analyze(
+        pipe, args.prompt, gates=args.gates, runs=runs, queries=queries, seed=args.seed, **call,
+    )
+    paths = save_report(report, args.out)
+    print(format_summary(report))
+    print(f"wrote {', '.join(str(p) for p in paths)}")
+    return 0
