@@ -140,13 +140,32 @@ Put this folder as `repvideo/` inside a pipeline folder and plain `pipe.enable_r
                                  **kwargs)
 
 
-def _gates_folder(path: str | os.PathLike) -> Path | None:
-    """A local gates folder at `path` or at `path/repvideo`, or None."""
+def gates_subfolder(component: str = "transformer") -> str:
+    """Where a pipeline folder keeps the gates of one transformer component: ``transformer`` -> ``repvideo``,
+    ``transformer_2`` -> ``repvideo_2`` (Wan 2.2 A14B's second expert)."""
+    if not component.startswith("transformer"):
+        raise ValueError(f"expected a transformer component name like 'transformer' or 'transformer_2', got {component!r}.")
+    return GATES_SUBFOLDER + component[len("transformer"):]
+
+
+def _transformer_component(name_or_path: str | None) -> str | None:
+    """``.../transformer_2`` -> ``transformer_2``: the component a transformer was loaded from, if its folder says."""
+    name = Path(name_or_path).name if name_or_path else ""
+    return name if name.startswith("transformer") else None
+
+
+def _gates_folder(path: str | os.PathLike, subfolder: str = GATES_SUBFOLDER) -> Path | None:
+    """A local gates folder at `path` or at `path/<subfolder>`, or None."""
     path = Path(path)
-    for candidate in (path, path / GATES_SUBFOLDER):
+    for candidate in (path, path / subfolder):
         if (candidate / _CONFIG_FILE).is_file() and _is_gates_config(candidate / _CONFIG_FILE):
             return candidate
     return None
+
+
+def is_gates_folder(path: str | os.PathLike) -> bool:
+    """Whether ``path`` itself is a folder of saved gates (not a pipeline folder that holds some)."""
+    return (Path(path) / _CONFIG_FILE).is_file() and _is_gates_config(Path(path) / _CONFIG_FILE)
 
 
 def _is_gates_config(config_file: Path) -> bool:
@@ -156,19 +175,22 @@ def _is_gates_config(config_file: Path) -> bool:
         return False
 
 
-def load_gates(path_or_repo: str | os.PathLike, **kwargs) -> RepVideoGates:
+def load_gates(path_or_repo: str | os.PathLike, subfolder: str = GATES_SUBFOLDER, **kwargs) -> RepVideoGates:
     """Load gates from a local folder (gates folder or pipeline folder with `repvideo/`) or a Hub id.
+
+    Args:
+        subfolder: where a pipeline folder keeps them (``repvideo_2`` for a second transformer).
 
     Raises `ValueError` when the folder holds something else, naming what was found.
     """
     local = Path(path_or_repo)
     if local.exists():
-        folder = _gates_folder(local)
+        folder = _gates_folder(local, subfolder)
         if folder is None:
             found = sorted(p.name for p in local.iterdir()) if local.is_dir() else [local.name]
             raise ValueError(
                 f"{str(local)!r} is not a RepVideo gates folder: expected '{_CONFIG_FILE}' with "
-                f"\"_class_name\": \"RepVideoGates\" (here or in '{GATES_SUBFOLDER}/'), found {found}. "
+                f"\"_class_name\": \"RepVideoGates\" (here or in '{subfolder}/'), found {found}. "
                 "Save gates with `gates.save_pretrained(folder)` or point at the folder that holds them."
             )
         try:
@@ -178,61 +200,68 @@ def load_gates(path_or_repo: str | os.PathLike, **kwargs) -> RepVideoGates:
     # A Hub id: gates at the repo root or under repvideo/.
     from huggingface_hub import hf_hub_download
 
-    for subfolder in (None, GATES_SUBFOLDER):
+    for where in (None, subfolder):
         try:
-            config_file = hf_hub_download(str(path_or_repo), _CONFIG_FILE, subfolder=subfolder)
+            config_file = hf_hub_download(str(path_or_repo), _CONFIG_FILE, subfolder=where)
         except Exception:  # noqa: BLE001 - offline, missing repo or missing file: try the next place
             continue
         if _is_gates_config(Path(config_file)):
-            return RepVideoGates.from_pretrained(str(path_or_repo), subfolder=subfolder, **kwargs)
+            return RepVideoGates.from_pretrained(str(path_or_repo), subfolder=where, **kwargs)
     raise ValueError(
         f"No RepVideo gates found at {str(path_or_repo)!r}: it is neither a local folder nor a reachable Hub repo "
-        f"with RepVideo gates (at the root or in '{GATES_SUBFOLDER}/'). Check the path, or unset HF_HUB_OFFLINE."
+        f"with RepVideo gates (at the root or in '{subfolder}/'). Check the path, or unset HF_HUB_OFFLINE."
     )
 
 
-def find_saved_gates(transformer: torch.nn.Module, pipeline_path: str | os.PathLike | None = None) -> RepVideoGates | None:
-    """Gates saved with the model, if any: `<pipeline>/repvideo/` beside `transformer/`."""
+def find_saved_gates(transformer: torch.nn.Module, pipeline_path: str | os.PathLike | None = None,
+                     subfolder: str | None = None) -> RepVideoGates | None:
+    """Gates saved with the model, if any: `<pipeline>/repvideo/` beside `transformer/` (`repvideo_2/` beside
+    `transformer_2/`); `subfolder` overrides the folder name read off where the transformer was loaded from."""
+    name_or_path = _compat.name_or_path(transformer)
+    component = _transformer_component(name_or_path)
+    subfolder = subfolder or gates_subfolder(component or "transformer")
     candidates = []
     if pipeline_path:
         candidates.append(str(pipeline_path))
-    name_or_path = _compat.name_or_path(transformer)
     if name_or_path:
         candidates.append(str(name_or_path))
-        if Path(name_or_path).name == "transformer":
+        if component:
             candidates.append(str(Path(name_or_path).parent))
     for candidate in dict.fromkeys(candidates):
         if Path(candidate).exists():
-            folder = Path(candidate) / GATES_SUBFOLDER
+            folder = Path(candidate) / subfolder
             if folder.is_dir():
                 return load_gates(folder)
             continue
         if os.environ.get("HF_HUB_OFFLINE", "0").upper() in ("1", "ON", "YES", "TRUE"):
             continue
         try:
-            return load_gates(candidate)
+            return load_gates(candidate, subfolder=subfolder)
         except ValueError:
             continue
     return None
 
 
 def resolve_gates(config_or_weights, transformer: torch.nn.Module, num_blocks: int, family: str,
-                  pipeline_path: str | os.PathLike | None = None) -> RepVideoGates:
-    """Turn `apply_repvideo`'s `config_or_weights` into gates that fit `transformer` (or raise `ValueError`)."""
+                  pipeline_path: str | os.PathLike | None = None, subfolder: str | None = None) -> RepVideoGates:
+    """Turn `apply_repvideo`'s `config_or_weights` into gates that fit `transformer` (or raise `ValueError`).
+
+    ``subfolder``: where a pipeline folder keeps this transformer's gates (default: read off where it was loaded).
+    """
     base_model = _compat.name_or_path(transformer)
-    if base_model and Path(base_model).name == "transformer":  # loaded from a pipeline: name the pipeline
+    if _transformer_component(base_model):  # loaded from a pipeline: name the pipeline
         base_model = str(Path(base_model).parent)
     if isinstance(config_or_weights, RepVideoGates):
         gates = config_or_weights
     elif isinstance(config_or_weights, RepVideoConfig):
         return RepVideoGates.from_config_and_transformer(config_or_weights, num_blocks, family, base_model)
     elif config_or_weights is None:
-        gates = find_saved_gates(transformer, pipeline_path)
+        gates = find_saved_gates(transformer, pipeline_path, subfolder)
         if gates is None:
             logger.info("No saved RepVideo gates found with the model: using fresh gates from RepVideoConfig().")
             return RepVideoGates.from_config_and_transformer(RepVideoConfig(), num_blocks, family, base_model)
     elif isinstance(config_or_weights, (str, os.PathLike)):
-        gates = load_gates(config_or_weights)
+        gates = load_gates(config_or_weights, subfolder=subfolder or GATES_SUBFOLDER)
     else:
         raise ValueError(
             "config_or_weights must be a RepVideoConfig, a gates folder / Hub id, RepVideoGates or None; "

@@ -12,32 +12,80 @@ import contextlib
 import functools
 import os
 
+import torch
+
 from .. import _compat
-from ..families import get_family, get_transformer_blocks
+from ..families import find_family, get_family, get_transformer_blocks
 from .config import RepVideoConfig
-from .gates import GATES_SUBFOLDER, resolve_gates
+from .gates import RepVideoGates, gates_subfolder, is_gates_folder, resolve_gates
 from .hooks import apply_repvideo, remove_repvideo
 
 _GATES_MODULE = "repvideo_gates"
 
 
-def _transformer(pipe):
-    transformer = getattr(pipe, "transformer", None)
-    if transformer is None:
+def video_transformers(pipe) -> dict[str, torch.nn.Module]:
+    """The pipeline's transformer components of a registered family, by component name, in the pipeline's order:
+    ``{"transformer": ...}``, or ``{"transformer": ..., "transformer_2": ...}`` for Wan 2.2 A14B."""
+    components = getattr(pipe, "components", None) or {"transformer": getattr(pipe, "transformer", None)}
+    return {name: module for name, module in components.items()
+            if name.startswith("transformer") and isinstance(module, torch.nn.Module) and find_family(module)}
+
+
+def _chosen(pipe, components) -> dict[str, torch.nn.Module]:
+    found = video_transformers(pipe)
+    if not found:
+        transformer = getattr(pipe, "transformer", None)
+        if transformer is not None:
+            get_family(transformer)  # raises naming the supported transformers
         raise ValueError(
             f"{type(pipe).__name__} has no `transformer` component, so RepVideo has nothing to attach to. "
             "RepVideo supports the video diffusion transformers of `repvideo_diffusers.families`."
         )
-    return transformer
+    if components is None:
+        return found
+    if isinstance(components, str):
+        components = (components,)
+    unknown = [name for name in components if name not in found]
+    if unknown or not components:
+        raise ValueError(
+            f"components={tuple(components)!r}: this {type(pipe).__name__} has the video transformers "
+            f"{tuple(found)}; pick among them (e.g. components=('transformer',))."
+        )
+    return {name: found[name] for name in components}
 
 
-def enable_repvideo(self, config_or_weights: RepVideoConfig | str | os.PathLike | None = None):
-    r"""Turn RepVideo on for this pipeline's transformer; returns the gates.
+def _weights_for(config_or_weights, name: str, chosen: dict) -> object:
+    """What one component gets out of `enable_repvideo`'s argument."""
+    if isinstance(config_or_weights, dict):
+        unknown = sorted(set(config_or_weights) - set(chosen))
+        if unknown:
+            raise ValueError(f"config_or_weights names {unknown}, which are not among the components {tuple(chosen)}.")
+        return config_or_weights.get(name)
+    if len(chosen) > 1 and isinstance(config_or_weights, (str, os.PathLike)) and is_gates_folder(config_or_weights):
+        raise ValueError(
+            f"{str(config_or_weights)!r} holds one set of gates, but this pipeline has {len(chosen)} video "
+            f"transformers {tuple(chosen)}. Pass components=('transformer',) to gate one of them, a dict "
+            "{component: gates}, or a pipeline folder with repvideo/ and repvideo_2/."
+        )
+    if len(chosen) > 1 and isinstance(config_or_weights, RepVideoGates):
+        raise ValueError(
+            f"One RepVideoGates object cannot serve the {len(chosen)} transformers {tuple(chosen)}: pass "
+            "components=(...) or a dict {component: gates}."
+        )
+    return config_or_weights
+
+
+def enable_repvideo(self, config_or_weights: RepVideoConfig | str | os.PathLike | dict | None = None,
+                    components: str | tuple[str, ...] | None = None):
+    r"""Turn RepVideo on for this pipeline's video transformer(s); returns the gates of the first one.
 
     Args:
-        config_or_weights: a `RepVideoConfig` (fresh gates), a local folder or Hub id of saved gates, or `None`:
-            the gates saved in this pipeline's folder (`repvideo/` beside `transformer/`) if there are any, else
-            `RepVideoConfig()`. Calling it again replaces the gates in use; on error the pipeline is unchanged.
+        config_or_weights: a `RepVideoConfig` (fresh gates for each transformer), a local folder or Hub id of saved
+            gates (a pipeline folder gives each transformer its own: ``repvideo/`` for ``transformer``,
+            ``repvideo_2/`` for ``transformer_2``), a dict ``{component: any of these}``, or `None`: the gates saved
+            in this pipeline's folder if there are any, else `RepVideoConfig()`.
+        components: which transformer components to gate (default: every one the pipeline has, e.g. both experts
+            of Wan 2.2 A14B). Calling again replaces the gates in use; on error the pipeline is unchanged.
 
     Example:
         ```python
@@ -50,48 +98,58 @@ def enable_repvideo(self, config_or_weights: RepVideoConfig | str | os.PathLike 
 
         ```
     """
-    transformer = _transformer(self)
-    family = get_family(transformer)
-    # Resolve (and validate) the gates before touching the model, so a bad folder leaves it as it was.
-    gates = resolve_gates(
-        config_or_weights,
-        transformer,
-        num_blocks=len(get_transformer_blocks(transformer)),
-        family=family.name,
-        pipeline_path=_compat.name_or_path(self),
-    )
-    remove_repvideo(transformer)
-    return apply_repvideo(transformer, gates)
+    chosen = _chosen(self, components)
+    pipeline_path = _compat.name_or_path(self)
+    # Resolve (and validate) every transformer's gates before touching any, so a bad folder leaves all as they were.
+    resolved = {}
+    for name, transformer in chosen.items():
+        resolved[name] = resolve_gates(
+            _weights_for(config_or_weights, name, chosen),
+            transformer,
+            num_blocks=len(get_transformer_blocks(transformer)),
+            family=get_family(transformer).name,
+            pipeline_path=pipeline_path,
+            subfolder=gates_subfolder(name),
+        )
+    for name, transformer in chosen.items():
+        remove_repvideo(transformer)
+        apply_repvideo(transformer, resolved[name])
+    return resolved[next(iter(chosen))]
 
 
 def disable_repvideo(self) -> None:
-    """Turn RepVideo off: the pipeline is exactly the original model again."""
-    remove_repvideo(_transformer(self))
+    """Turn RepVideo off on every video transformer: the pipeline is exactly the original model again."""
+    for transformer in video_transformers(self).values():
+        remove_repvideo(transformer)
 
 
 @contextlib.contextmanager
-def _gates_detached(transformer):
-    """Take the gates out of the transformer's modules for a moment, so its saved weights stay the base model's."""
-    gates = getattr(transformer, _GATES_MODULE)
-    delattr(transformer, _GATES_MODULE)
+def _gates_detached(transformers: dict):
+    """Take the gates out of the transformers' modules for a moment, so their saved weights stay the base model's."""
+    detached = {}
+    for name, transformer in transformers.items():
+        if _GATES_MODULE in dict(transformer.named_children()):
+            detached[name] = getattr(transformer, _GATES_MODULE)
+            delattr(transformer, _GATES_MODULE)
     try:
-        yield gates
+        yield detached
     finally:
-        setattr(transformer, _GATES_MODULE, gates)
+        for name, gates in detached.items():
+            setattr(transformers[name], _GATES_MODULE, gates)
 
 
 def _with_gates_saved(save_pretrained):
     """Wrap `DiffusionPipeline.save_pretrained`: with RepVideo on, `transformer/` holds the unchanged base weights
-    and the gates go to `repvideo/` beside it, where `enable_repvideo()` finds them again."""
+    and the gates go to `repvideo/` beside it (`repvideo_2/` beside `transformer_2/`), where `enable_repvideo()`
+    finds them again."""
 
     @functools.wraps(save_pretrained)
     def wrapper(self, save_directory, *args, **kwargs):
-        transformer = getattr(self, "transformer", None)
-        if transformer is None or _GATES_MODULE not in dict(transformer.named_children()):
-            return save_pretrained(self, save_directory, *args, **kwargs)
-        with _gates_detached(transformer) as gates:
+        transformers = video_transformers(self)
+        with _gates_detached(transformers) as detached:
             result = save_pretrained(self, save_directory, *args, **kwargs)
-        gates.save_pretrained(os.path.join(save_directory, GATES_SUBFOLDER))
+        for name, gates in detached.items():
+            gates.save_pretrained(os.path.join(save_directory, gates_subfolder(name)))
         return result
 
     wrapper.__wrapped_by_repvideo__ = save_pretrained
