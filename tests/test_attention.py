@@ -18,9 +18,11 @@ from repvideo_diffusers.attention import (
     set_attention_kernel,
 )
 from repvideo_diffusers.attention.processors import attention_modules
+from repvideo_diffusers.families import registered_families
 from repvideo_diffusers.testing import TINY_MODELS
 
-FAMILIES = sorted(TINY_MODELS)
+# Every registered family whose attention the registry describes.
+FAMILIES = sorted(name for name, family in registered_families().items() if family.attention and family.tiny)
 
 
 def _processors(transformer):
