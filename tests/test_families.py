@@ -190,3 +190,17 @@ def test_every_built_in_family_is_one_module_holding_all_its_facts():
         assert family.attention is not None and family.training is not None and family.tiny is not None
         assert all(getattr(family.training, f) is not None for f in ("encode_video", "encode_prompt", "forward_kwargs"))
     assert get_family_by_name("HunyuanVideo").blocks[1].attribute == "single_transformer_blocks"
+
+
+def test_the_most_specific_family_wins_for_a_subclass(toy):
+    class FancyToy(ToyTransformer):
+        pass
+
+    assert get_family(FancyToy()).name == "Toy"  # a subclass of a registered class gets its family ...
+    fancy = Family("FancyToy", transformers=(FancyToy,), blocks=(BlockList("singles"),))
+    register_family(fancy)
+    try:
+        assert get_family(FancyToy()).name == "FancyToy"  # ... unless it has one of its own, registered in any order
+        assert get_family(ToyTransformer()).name == "Toy"
+    finally:
+        unregister_family("FancyToy")

@@ -150,11 +150,15 @@ class Family:
 
     def matches(self, cls: type) -> bool:
         """Whether ``cls`` (or one of its base classes) is a transformer class of this family."""
-        for base in cls.__mro__:
+        return self.match_depth(cls) is not None
+
+    def match_depth(self, cls: type) -> int | None:
+        """How far up ``cls``'s MRO the first class of this family sits (0: ``cls`` itself), or ``None``."""
+        for depth, base in enumerate(cls.__mro__):
             for wanted in self.transformers:
                 if base is wanted or (isinstance(wanted, str) and base.__name__ == wanted):
-                    return True
-        return False
+                    return depth
+        return None
 
     def block_lists(self, transformer: torch.nn.Module) -> Iterator[tuple[BlockList, torch.nn.Module]]:
         """(block list facts, block) for every block, in execution order."""
@@ -253,10 +257,11 @@ def registered_families() -> dict[str, Family]:
 def find_family(transformer: torch.nn.Module | type) -> Family | None:
     """The family of a transformer (or transformer class), or ``None``."""
     cls = transformer if isinstance(transformer, type) else type(transformer)
-    for family in _FAMILIES.values():
-        if family.matches(cls):
-            return family
-    return None
+    # The most specific family wins: a subclass of a registered transformer (SkyReels-V2 of Wan, say) that has a
+    # family of its own gets that one, whatever the registration order.
+    found = [(depth, order, family) for order, family in enumerate(_FAMILIES.values())
+             if (depth := family.match_depth(cls)) is not None]
+    return min(found, key=lambda item: item[:2])[2] if found else None
 
 
 def supported_transformers() -> str:
