@@ -145,7 +145,7 @@ def _start_accelerator(config: TrainConfig):
 
 
 def _load_pipeline(config: TrainConfig, accelerator):
-    from ..generate import load_pipeline
+    from ..generation import load_pipeline
     from ..utils.dtypes import DTYPES
 
     # Frozen weights (text encoder, VAE, base transformer) in the mixed-precision dtype; trainable ones go to
