@@ -415,7 +415,7 @@ def test_docstring_examples_run():
     import importlib
 
     names = ["attention", "layers", "tiling", "metrics", "modeling", "modeling_sd3", "regularization", "inflation"]
-    names += ["reconstruct"]
+    names += ["mixin", "reconstruct"]
     modules = [f"repvideo_diffusers.cvvae.{name}" for name in names] + ["repvideo_diffusers.cli.vae"]
     for name in modules:
         module = importlib.import_module(name)
