@@ -6,7 +6,7 @@
 
 import sys
 
-from repvideo_diffusers.training.cli import main
+from repvideo_diffusers.cli.train import main
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -5,7 +5,7 @@ from typing import Optional, Sequence
 from diffusers.configuration_utils import ConfigMixin, register_to_config
 from diffusers.models.modeling_utils import ModelMixin
 
-from .modeling import CVVAEMixin
+from .mixin import CVVAEMixin
 from .vae_sd3 import Decoder3D, Encoder3D
 
 

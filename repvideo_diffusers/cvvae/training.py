@@ -194,3 +194,51 @@ def find_videos(directory: str) -> List[str]:
     if not paths:
         raise ValueError(f"No .mp4 files under {directory}.")
     return paths
+
+
+def train_cvvae_on_videos(
+    image_vae: str,
+    videos: str,
+    output_dir: str,
+    config: CVVAETrainingConfig,
+    *,
+    image_vae_subfolder: Optional[str] = None,
+    variant: str = "v1",
+    init: Optional[str] = None,
+    num_frames: int = 17,
+    resolution: int = 256,
+    on_step: Optional[Callable[[int, Dict[str, float]], None]] = None,
+) -> List[Dict[str, float]]:
+    """Train a CV-VAE on the mp4 clips under ``videos`` and save it to ``output_dir``: ``repvideo vae train``.
+
+    The video VAE is inflated from the diffusers ``AutoencoderKL`` folder ``image_vae`` (``variant`` ``"v1"``: 4
+    latent channels, ``"sd3"``: 16), or continues the CV-VAE folder ``init``; the image VAE stays frozen and keeps
+    the latent space. The clips are checked before any model is loaded. Returns the per-step loss history.
+
+    Example:
+        >>> import os, tempfile
+        >>> import numpy as np
+        >>> from diffusers import AutoencoderKL
+        >>> from repvideo_diffusers.utils.video import write_video
+        >>> folder = tempfile.mkdtemp()
+        >>> AutoencoderKL(block_out_channels=(32,) * 4, down_block_types=("DownEncoderBlock2D",) * 4,
+        ...               up_block_types=("UpDecoderBlock2D",) * 4, norm_num_groups=32,
+        ...               ).save_pretrained(os.path.join(folder, "image_vae"))
+        >>> os.makedirs(os.path.join(folder, "clips"))
+        >>> clip = np.random.default_rng(0).integers(0, 255, (5, 32, 32, 3), dtype=np.uint8)
+        >>> _ = write_video(clip, os.path.join(folder, "clips", "a.mp4"))
+        >>> history = train_cvvae_on_videos(os.path.join(folder, "image_vae"), os.path.join(folder, "clips"),
+        ...                                 os.path.join(folder, "out"), CVVAETrainingConfig(steps=1),
+        ...                                 num_frames=5, resolution=32)
+        >>> len(history), sorted(os.listdir(os.path.join(folder, "out")))
+        (1, ['config.json', 'diffusion_pytorch_model.safetensors', 'training_config.json'])
+    """
+    from diffusers import AutoencoderKL
+
+    from .inflation import inflate_image_vae
+    from .loading import load_cvvae
+
+    dataset = VideoClipDataset(find_videos(videos), num_frames=num_frames, size=resolution)
+    frozen = AutoencoderKL.from_pretrained(image_vae, subfolder=image_vae_subfolder)
+    vae = load_cvvae(init) if init else inflate_image_vae(frozen, variant)
+    return train_cvvae(vae, frozen, dataset, config, output_dir=output_dir, on_step=on_step)

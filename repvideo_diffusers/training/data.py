@@ -153,6 +153,7 @@ def load_dataset(pipe, family: str, data, *, height: int, width: int, num_frames
     """
     from safetensors.torch import load_file, save_file
 
+    from ..utils.io import staged_file
     from ..utils.video import read_video
 
     facts = family_data(family)
@@ -191,9 +192,8 @@ def load_dataset(pipe, family: str, data, *, height: int, width: int, num_frames
             sample = {**_tensors(facts.encode_video(pipe, video, generator), "latents"),
                       **_tensors(facts.encode_prompt(pipe, row.text, max_sequence_length), "prompt_embeds")}
         if cached is not None:
-            partial = cached.with_suffix(".partial")
-            save_file(sample, partial)
-            os.replace(partial, cached)
+            with staged_file(cached) as staging:  # never a half-written encoding under the name that is reused
+                save_file(sample, staging)
         samples.append(sample)
     summary = f"using {len(samples)} of {len(rows)} clips"
     if reused:
