@@ -1,22 +1,15 @@
-"""Former home of ``repvideo generate``, kept so that ``from repvideo_diffusers.generate import ...`` still works.
+"""Deprecated module path: ``repvideo generate``'s library is `repvideo_diffusers.generation`, its parser
+`repvideo_diffusers.cli.generate`, the dtype default `repvideo_diffusers.utils.dtypes`. Kept for one release."""
 
-The library part now lives in `repvideo_diffusers.generation`, the option parsing in
-`repvideo_diffusers.cli.generate`, and the dtype default in `repvideo_diffusers.utils.dtypes`. New code imports
-from those; this module only re-exports (it is no library module, so it may name the command line's parsers).
-"""
+import warnings
 
-from .cli.generate import add_pipeline_arguments, check_pipeline_arguments, register, run
-from .generation import load_pipeline, prepare_pipeline, read_prompts, set_attention
-from .utils.dtypes import default_dtype
+from .cli.generate import add_pipeline_arguments, check_pipeline_arguments, register, run  # noqa: F401
+from .generation import load_pipeline, prepare_pipeline, read_prompts, set_attention  # noqa: F401
+from .utils.dtypes import default_dtype  # noqa: F401
 
-__all__ = [
-    "add_pipeline_arguments",
-    "check_pipeline_arguments",
-    "default_dtype",
-    "load_pipeline",
-    "prepare_pipeline",
-    "read_prompts",
-    "register",
-    "run",
-    "set_attention",
-]
+warnings.warn(
+    "repvideo_diffusers.generate is deprecated and will be removed in the next release: import from "
+    "repvideo_diffusers.generation (load_pipeline, prepare_pipeline, generate_videos) instead.",
+    FutureWarning,
+    stacklevel=2,
+)

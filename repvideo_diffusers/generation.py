@@ -213,15 +213,6 @@ def _write_mp4(frames, out: Path, fps: float) -> None:
     from .utils.io import staged_file
     from .utils.video import write_video
 
-    with staged_file(out) as staging:
-        if Path(staging).suffix:
-            write_video(frames, staging, fps=fps)
-            return
-        # The writer picks the format by the extension, which the staging file of such an `out` lacks.
-        named = f"{staging}.mp4"
-        try:
-            write_video(frames, named, fps=fps)
-            os.replace(named, staging)
-        finally:
-            if os.path.exists(named):
-                os.remove(named)
+    # The writer picks the format by the extension, which such an `out` lacks.
+    with staged_file(out, suffix=out.suffix or ".mp4") as staging:
+        write_video(frames, staging, fps=fps)

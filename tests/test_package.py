@@ -20,7 +20,7 @@ MODULES = sorted(
     info.name for info in pkgutil.walk_packages([str(PACKAGE)], prefix="repvideo_diffusers.")
     if not info.name.endswith("__main__")
 )
-DEPRECATED = {"repvideo_diffusers.repvideo", "repvideo_diffusers.gates"}
+DEPRECATED = {"repvideo_diffusers.repvideo", "repvideo_diffusers.gates", "repvideo_diffusers.generate"}
 # Modules allowed over 400 lines: none today (each such module must say why at its top).
 LONG_MODULE_LIMIT = 400
 

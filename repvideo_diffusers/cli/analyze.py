@@ -5,12 +5,11 @@ from __future__ import annotations
 import argparse
 
 from ..analysis import DEFAULT_PROMPT, analyze, format_summary, save_report
-from ..utils.dtypes import default_device
+from ..utils.dtypes import default_device, default_dtype
+from .generate import add_pipeline_arguments, check_pipeline_arguments
 
 
 def register(subparsers) -> None:
-    from ..generate import add_pipeline_arguments
-
     parser = subparsers.add_parser(
         "analyze",
         help="the paper's diagnostics: cross-layer attention similarity, adjacent-frame similarity, gates",
@@ -43,7 +42,7 @@ def _parse_queries(text: str):
 def run(args: argparse.Namespace) -> int:
     import repvideo_diffusers  # noqa: F401 - adds enable_repvideo to pipelines
 
-    from ..generate import check_pipeline_arguments, default_dtype, prepare_pipeline, set_attention
+    from ..generation import prepare_pipeline, set_attention
 
     check_pipeline_arguments(args)
     queries = _parse_queries(args.queries)

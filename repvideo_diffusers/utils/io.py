@@ -87,11 +87,15 @@ def staged_folder(out: str | os.PathLike, overwrite: bool = True, merge: bool = 
 
 
 @contextlib.contextmanager
-def staged_file(out: str | os.PathLike) -> Iterator[str]:
-    """Yield a temporary path beside ``out`` (same suffix); on success it replaces ``out`` in one rename."""
+def staged_file(out: str | os.PathLike, suffix: str | None = None) -> Iterator[str]:
+    """Yield a temporary path beside ``out``; on success it replaces ``out`` in one rename.
+
+    ``suffix``: the staging file's extension (default: ``out``'s), for writers that pick the format by it.
+    """
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    handle, staging = tempfile.mkstemp(prefix=f".{out.stem}-", suffix=out.suffix, dir=out.parent)
+    suffix = out.suffix if suffix is None else suffix
+    handle, staging = tempfile.mkstemp(prefix=f".{out.stem}-", suffix=suffix, dir=out.parent)
     os.close(handle)
     try:
         yield staging
