@@ -54,3 +54,7 @@ def test_pipeline_end_to_end(temporal_reasoning):
     overrides = dict(enable_temporal_reasoning=True, num_temporal_reasoning_steps=2, num_frames=9) \
         if temporal_reasoning else {}
     pipelines.check_repvideo_round_trip(pipelines.chronoedit_pipeline(), **overrides)
+
+
+def test_analyze_reports_every_block_of_every_step():
+    pipelines.check_analyze(pipelines.chronoedit_pipeline())

@@ -132,3 +132,18 @@ def test_the_text_to_video_pipeline_trains_only_its_gates(tmp_path):
     assert max(abs(g - 0.5) for g in result.gates) > 1e-6, result.gates
     trained = dict(result.pipeline.transformer.named_parameters())
     assert [n for n in trained if n not in base or not torch.equal(trained[n], base[n])] == ["repvideo_gates.gate"]
+
+
+def test_repvideo_generate_runs_a_saved_pipeline(tmp_path):
+    pipelines.check_generate_from_a_saved_folder(pipelines.skyreels_v2_pipeline(), tmp_path)
+
+
+@pytest.mark.parametrize("builder", ["skyreels_v2_pipeline", "skyreels_v2_i2v_pipeline"])
+def test_analyze_reports_every_block_of_every_step(builder):
+    pipelines.check_analyze(getattr(pipelines, builder)())
+
+
+@pytest.mark.xfail(strict=True, raises=ValueError, reason="analysis/report.py's step callback converts the "
+                   "timestep to one float; the diffusion-forcing pipeline passes one timestep per latent frame")
+def test_analyze_on_the_diffusion_forcing_pipeline():
+    pipelines.check_analyze(pipelines.skyreels_v2_df_pipeline())

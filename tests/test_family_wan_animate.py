@@ -88,3 +88,7 @@ def test_pipeline_end_to_end(case):
         "two_segments": dict(pose_video=pipelines.video(9, 1), face_video=pipelines.video(9, 2, size=8)),
     }[case]
     pipelines.check_repvideo_round_trip(pipelines.wan_animate_pipeline(), **overrides)
+
+
+def test_analyze_reports_every_block_of_every_step():
+    pipelines.check_analyze(pipelines.wan_animate_pipeline())

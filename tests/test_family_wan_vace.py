@@ -73,3 +73,12 @@ def test_pipeline_end_to_end(control):
         overrides = dict(video=pipelines.video(5, 3), mask=[pipelines.image(7).convert("L")] * 5,
                          reference_images=[pipelines.image(9)])
     pipelines.check_repvideo_round_trip(pipelines.wan_vace_pipeline(), **overrides)
+
+
+def test_repvideo_generate_runs_a_saved_pipeline(tmp_path):
+    """A prompt alone is a valid VACE call (no control video: text-to-video), so `repvideo generate` works."""
+    pipelines.check_generate_from_a_saved_folder(pipelines.wan_vace_pipeline(), tmp_path)
+
+
+def test_analyze_reports_every_block_of_every_step():
+    pipelines.check_analyze(pipelines.wan_vace_pipeline())

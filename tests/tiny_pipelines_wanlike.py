@@ -151,9 +151,9 @@ def ftfy_stand_in(pipe):
         del module.ftfy
 
 
-def run(pipe, steps: int = 3, seed: int = 0, **overrides):
-    """The denoised latents of one tiny call of any pipeline of this file (what the transformer produces);
-    ``overrides`` change or add call arguments (a control video, another mode)."""
+def call_arguments(pipe, steps: int = 3, seed: int = 0, **overrides) -> dict:
+    """The arguments of one tiny call of any pipeline of this file; ``overrides`` change or add some (a control
+    video, another mode)."""
     name = type(pipe).__name__
     if name in ("SkyReelsV2Pipeline", "WanVACEPipeline"):
         call = _common(steps, seed, num_frames=5, height=16, width=16, max_sequence_length=16)
@@ -170,8 +170,13 @@ def run(pipe, steps: int = 3, seed: int = 0, **overrides):
     else:
         raise ValueError(f"no tiny call for {name}")
     call.update(overrides)
+    return call
+
+
+def run(pipe, steps: int = 3, seed: int = 0, **overrides):
+    """The denoised latents of one tiny call (what the transformer produces)."""
     with ftfy_stand_in(pipe):
-        return _latents(pipe(**call).frames)
+        return _latents(pipe(**call_arguments(pipe, steps, seed, **overrides)).frames)
 
 
 def check_repvideo_round_trip(pipe, **overrides) -> None:
@@ -189,3 +194,38 @@ def check_repvideo_round_trip(pipe, **overrides) -> None:
     pipe.disable_repvideo()
     assert not hasattr(pipe.transformer, "repvideo_gates")
     assert np.array_equal(run(pipe, **overrides), vanilla)
+
+
+def check_generate_from_a_saved_folder(pipe, folder) -> None:
+    """`repvideo generate --model <folder>` runs the saved pipeline with RepVideo and writes every frame."""
+    from repvideo_diffusers.cli import main as cli_main
+    from repvideo_diffusers.utils.video import read_video
+
+    pipe.save_pretrained(folder / "model")
+    out = folder / "video.mp4"
+    with ftfy_stand_in(pipe):  # the module of the pipeline class, whichever instance `generate` loads
+        assert cli_main(["generate", "a cat", "--model", str(folder / "model"), "--out", str(out), "--steps", "2",
+                         "--frames", "5", "--height", "16", "--width", "16"]) == 0
+    assert read_video(out)[0].shape == (5, 16, 16, 3)
+
+
+def check_analyze(pipe, steps: int = 2, **overrides) -> None:
+    """`repvideo_diffusers.analysis.analyze` runs the pipeline twice and reports per step and block (32 x 32 pixels:
+    2 x 2 tokens per latent frame)."""
+    from repvideo_diffusers import RepVideoConfig
+    from repvideo_diffusers.analysis import analyze
+
+    call = call_arguments(pipe, steps, **{"height": 32, "width": 32, **overrides})
+    for name in ("prompt", "num_inference_steps", "output_type", "generator"):
+        call.pop(name)
+    blocks = len(pipe.transformer.blocks)
+    with ftfy_stand_in(pipe):
+        report = analyze(pipe, num_inference_steps=steps, gates=RepVideoConfig(window=2, gate_init=0.5),
+                         progress=False, **call)
+    for run in report["runs"].values():
+        matrices = torch.tensor(run["attention_similarity"])
+        assert matrices.shape == (steps, blocks, blocks)
+        assert torch.equal(matrices.diagonal(dim1=1, dim2=2), torch.ones(steps, blocks, dtype=matrices.dtype))
+        assert run["grid"][1:] == [2, 2]
+    assert report["runs"]["repvideo"]["gates"] == [0.5] * blocks
+    assert not hasattr(pipe.transformer, "repvideo_gates")  # the pipeline's state is restored
