@@ -58,3 +58,12 @@ def test_pipeline_end_to_end(temporal_reasoning):
 
 def test_analyze_reports_every_block_of_every_step():
     pipelines.check_analyze(pipelines.chronoedit_pipeline())
+
+
+@pytest.mark.slow
+def test_repvideo_under_two_process_context_parallelism_on_cpu_equals_one_process(tmp_path):
+    """ChronoEdit ships a context-parallel plan (video tokens split before `blocks.0`): each rank blends and caches
+    its shard, and the output equals the single-process one (tests/test_context_parallel.py's worker)."""
+    from test_context_parallel import _assert_equals_single_process, _run
+
+    _assert_equals_single_process(_run("gloo", "ChronoEdit", tmp_path), ["ChronoEdit"], 2)
