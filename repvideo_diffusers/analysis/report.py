@@ -51,7 +51,8 @@ def _run(pipe, label, call, steps, queries, progress) -> dict:
 
                 def on_step_end(pipeline, step, timestep, callback_kwargs):
                     recorder.close_step()
-                    timesteps.append(float(timestep))
+                    # one timestep per latent frame in diffusion-forcing pipelines (SkyReels-V2 DF)
+                    timesteps.append(float(timestep) if timestep.numel() == 1 else timestep.flatten().tolist())
                     bar.update(1)
                     return callback_kwargs
 

@@ -6,9 +6,11 @@ package (found and imported here, so adding a family is adding one file); your o
 
 Example:
     ```python
-    >>> from repvideo_diffusers.families import registered_families
-    >>> sorted(registered_families())
-    ['CogVideoX', 'HunyuanVideo', 'LTX-Video', 'Mochi', 'Wan']
+    >>> from repvideo_diffusers.families import get_family_by_name, registered_families
+    >>> {"CogVideoX", "HunyuanVideo", "LTX-Video", "Mochi", "Wan"} <= set(registered_families())
+    True
+    >>> [block_list.attribute for block_list in get_family_by_name("HunyuanVideo").blocks]
+    ['transformer_blocks', 'single_transformer_blocks']
 
     ```
 """
