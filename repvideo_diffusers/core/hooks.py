@@ -86,17 +86,20 @@ class _RepVideoState:
 
     def __init__(self):
         self.active = False
+        self.context: dict = {}
         self.reset()
 
     def reset(self):
         self.means: tuple[torch.Tensor, ...] | None = None
+        self.sources: tuple[torch.Tensor, ...] | None = None  # the block outputs the cache was last reset to
         self.count = 0
         # False while `means` still aliases a block output that flows on to the next block: it must not be
         # updated in place until it has been replaced by a tensor of our own.
         self.owned = False
 
-    def start(self):
+    def start(self, context: dict | None = None):
         self.reset()
+        self.context = context or {}  # the family's facts about this forward call (layouts)
         self.active = True
 
     def stop(self):
@@ -118,6 +121,7 @@ class RepVideoBlockHook(ModelHook):
         self.argument_names = list(block_list.streams)
         self.argument_positions = stream_positions(block_class, block_list)
         self.output_indices = list(block_list.outputs) if block_list.outputs is not None else None
+        self.relayout = block_list.to_canonical is not None
         self._bypass = 0
         self._block: torch.nn.Module | None = None
 
@@ -141,7 +145,7 @@ class RepVideoBlockHook(ModelHook):
         if state.means is None:
             # First block of the forward call: the cache holds only the embedded input, so its mean is `h`.
             return args, kwargs
-        if state.count == 1 and all(m is s for m, s in zip(state.means, streams)):
+        if state.count == 1 and all(m is s for m, s in zip(state.sources, streams)):
             # Right after a reset the cache holds exactly the tensor entering this block: the blend is a no-op.
             return args, kwargs
         # Through the module call, not `.gate[i]`: offloading hooks (accelerate, diffusers) onload weights there.
@@ -149,6 +153,15 @@ class RepVideoBlockHook(ModelHook):
         grad = torch.is_grad_enabled()
         for position, (stream, mean) in enumerate(zip(streams, state.means)):
             weight = gate.to(device=stream.device, dtype=stream.dtype)
+            if self.relayout:
+                # The cache holds the canonical layout: blend there, hand the block its own layout back.
+                canonical = self.block_list.to_canonical(stream, state.context)
+                if grad:
+                    blended = torch.addcmul(canonical, mean - canonical, weight)
+                else:
+                    blended = torch.lerp(canonical, mean, weight)
+                args, kwargs = self._set(args, kwargs, position, self.block_list.from_canonical(blended, state.context))
+                continue
             if not grad:
                 if state.owned and not _compat.is_view(stream):
                     # Inference: blend into the block's input in place. Nothing else reads it: the cache holds its
@@ -168,11 +181,15 @@ class RepVideoBlockHook(ModelHook):
 
     def update_cache(self, output: Any) -> None:
         state = self.state
-        outputs = self.outputs_of(output)
+        sources = self.outputs_of(output)
+        outputs = sources
+        if self.relayout:
+            outputs = tuple(self.block_list.to_canonical(out, state.context) for out in sources)
         if self.index % self.window == 0:
-            state.means, state.count, state.owned = outputs, 1, False
+            state.means, state.sources, state.count, state.owned = outputs, sources, 1, False
             return
         state.count += 1
+        state.sources = None  # only the block right after a reset compares against them; keep no tensor alive
         weight = 1.0 / state.count  # running mean: m_n = m_{n-1} + (x_n - m_{n-1}) / n
         if state.owned and not torch.is_grad_enabled():
             for mean, new in zip(state.means, outputs):
@@ -228,7 +245,8 @@ class _CheckpointedBlocks:
 class _Attachment:
     """Everything `apply_repvideo` changed on a transformer, so `remove_repvideo` can undo exactly that."""
 
-    def __init__(self, state, hooks, handles, created_registries):
+    def __init__(self, state, hooks, handles, created_registries, family):
+        self.family = family
         self.state = state
         self.hooks = hooks
         self.handles = handles
@@ -241,7 +259,8 @@ def _start_forward(transformer, args, kwargs):
     if checkpoint_func is not None and not isinstance(checkpoint_func, _CheckpointedBlocks):
         # Installed here, not at apply time, so `enable_gradient_checkpointing()` may come before or after RepVideo.
         _compat.set_checkpointing_func(transformer, _CheckpointedBlocks(checkpoint_func, attachment.hooks))
-    attachment.state.start()
+    context = attachment.family.forward_context
+    attachment.state.start(context(transformer, args, kwargs) if context is not None else None)
 
 
 def _stop_forward(transformer, args, kwargs, output):
@@ -323,7 +342,7 @@ def apply_repvideo(
         transformer.register_forward_hook(_stop_forward, with_kwargs=True, always_call=True),
     ]
     setattr(transformer, _GATES_ATTRIBUTE, gates)
-    setattr(transformer, _STATE_ATTRIBUTE, _Attachment(state, hooks, handles, created))
+    setattr(transformer, _STATE_ATTRIBUTE, _Attachment(state, hooks, handles, created, family))
     logger.info(f"RepVideo applied to {len(blocks)} {family.name} blocks (window {gates.config.window}).")
     return gates
 

@@ -27,13 +27,25 @@ class BlockList:
             cross-attention as an unchanged condition).
         outputs: where each stream sits in the block's output tuple, in the order of ``streams``; ``None`` when
             the block returns the video stream alone (a tensor).
+        to_canonical / from_canonical: for a model that lays the video stream out differently in different block
+            lists (Latte: frames as batch in spatial blocks, tokens as batch in temporal blocks), ``(stream,
+            context) -> stream`` to the one layout the feature cache holds and back; ``context`` is what the
+            family's ``forward_context`` returned for the current forward call. ``None``: the stream is cached as
+            it flows.
     """
 
     attribute: str
     streams: tuple[str, ...] = ("hidden_states",)
     outputs: tuple[int, ...] | None = None
+    to_canonical: Callable[[torch.Tensor, dict], torch.Tensor] | None = None
+    from_canonical: Callable[[torch.Tensor, dict], torch.Tensor] | None = None
 
     def __post_init__(self):
+        if (self.to_canonical is None) != (self.from_canonical is None):
+            raise ValueError(
+                f"BlockList {self.attribute!r}: give both to_canonical and from_canonical (a layout and its inverse), "
+                "or neither."
+            )
         if not self.streams:
             raise ValueError(f"BlockList {self.attribute!r} needs at least one stream (the video stream first).")
         if self.outputs is None and len(self.streams) != 1:
@@ -137,6 +149,10 @@ class Family:
         tiny: a tiny random configuration (`TinyModel`), or ``None``.
         variants: more tiny configurations of the same classes (other released variants), by name.
         notes: one line for the README's table: what is gated and blended, and why.
+        execution_order: ``transformer -> [(BlockList, block), ...]`` when the model does not run its block lists
+            one after the other (Latte interleaves a spatial and a temporal block); ``None``: list by list.
+        forward_context: ``(transformer, forward args, forward kwargs) -> dict`` computed once per forward call and
+            handed to the block lists' ``to_canonical`` / ``from_canonical`` (batch size, frames, ...).
     """
 
     name: str
@@ -147,6 +163,8 @@ class Family:
     tiny: TinyModel | None = None
     variants: Mapping[str, TinyModel] = field(default_factory=dict)
     notes: str = ""
+    execution_order: Callable[[torch.nn.Module], list[tuple[BlockList, torch.nn.Module]]] | None = None
+    forward_context: Callable[[torch.nn.Module, tuple, dict], dict] | None = None
 
     def matches(self, cls: type) -> bool:
         """Whether ``cls`` (or one of its base classes) is a transformer class of this family."""
@@ -162,6 +180,9 @@ class Family:
 
     def block_lists(self, transformer: torch.nn.Module) -> Iterator[tuple[BlockList, torch.nn.Module]]:
         """(block list facts, block) for every block, in execution order."""
+        if self.execution_order is not None:
+            yield from self.execution_order(transformer)
+            return
         for block_list in self.blocks:
             for block in getattr(transformer, block_list.attribute):
                 yield block_list, block
