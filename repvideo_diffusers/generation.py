@@ -28,6 +28,7 @@ Example:
 
 from __future__ import annotations
 
+import inspect
 import os
 import time
 from pathlib import Path
@@ -81,7 +82,10 @@ def prepare_pipeline(options, dtype: torch.dtype):
         "num_inference_steps": options.steps or (4 if options.model is None else 50),
         "guidance_scale": options.guidance_scale,
     }
-    for name, key in (("frames", "num_frames"), ("height", "height"), ("width", "width")):
+    # Pipelines name the frame count differently (`num_frames`; Latte's `video_length`): ask the call's signature.
+    parameters = inspect.signature(pipe.__call__).parameters
+    frames_key = next((key for key in ("num_frames", "video_length") if key in parameters), "num_frames")
+    for name, key in (("frames", frames_key), ("height", "height"), ("width", "width")):
         if getattr(options, name) is not None:
             call[key] = getattr(options, name)
     # The text length the transformer was built for (226 for CogVideoX), where the model states one.

@@ -137,3 +137,16 @@ def test_the_latte_pipeline_runs_end_to_end_with_repvideo():
     assert (_latte_latents(pipe) - vanilla).abs().max().item() > 1e-4
     pipe.disable_repvideo()
     assert torch.equal(_latte_latents(pipe), vanilla)
+
+
+def test_repvideo_generate_writes_a_video_with_a_latte_folder(tmp_path, capsys):
+    from repvideo_diffusers.cli import main
+    from repvideo_diffusers.utils.video import read_video
+
+    _tiny_latte_pipeline().save_pretrained(tmp_path / "latte")
+    out = tmp_path / "fox.mp4"
+    assert main(["generate", "a fox in snow", "--model", str(tmp_path / "latte"), "--frames", "3", "--height", "16",
+                 "--width", "16", "--steps", "2", "--out", str(out)]) == 0
+    frames, _ = read_video(out)
+    assert frames.shape == (3, 16, 16, 3)  # --frames reached Latte's `video_length`
+    assert "with RepVideo" in capsys.readouterr().out
