@@ -87,3 +87,15 @@ def test_gates_act_on_every_flow_map_step():
     handle.remove()
     assert counts == [3, 3, 3]  # the last block of each call sees the outputs of all 3 blocks (window 6)
     assert torch.isfinite(pipe.transformer.repvideo_gates.gate).all()
+
+
+def test_analyze_runs_on_the_pipeline():
+    """`repvideo analyze`'s measurement: attention and frame similarity per step, with and without RepVideo."""
+    from repvideo_diffusers.analysis import analyze
+
+    report = analyze(anyflow_pipeline(), num_inference_steps=2, num_frames=9, height=32, width=32,
+                     max_sequence_length=16, progress=False)
+    for run in report["runs"].values():
+        assert torch.tensor(run["attention_similarity"]).shape == (2, 3, 3)  # steps x blocks x blocks
+        assert torch.tensor(run["frame_similarity"]).shape == (2, 3)
+        assert run["grid"] == [3, 2, 2]
