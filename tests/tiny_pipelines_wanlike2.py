@@ -203,3 +203,51 @@ def sana_video_frames(pipe, **kwargs):
     return pipe(prompt="a fox in snow", num_inference_steps=3, frames=9, height=32, width=32, guidance_scale=3.0,
                 max_sequence_length=16, use_resolution_binning=False, complex_human_instruction=None,
                 output_type="latent", generator=torch.Generator().manual_seed(0), **kwargs).frames
+
+
+# --- Wan-Animate-2 (modular pipeline) -----------------------------------------------------------------------------
+
+
+def wan_animate_2_transformer(seed: int = 6, num_layers: int = 3):
+    """In: 16 noise + 20 conditioning channels (4 mask + 16 latent), as the released model; out: 16."""
+    from diffusers import WanAnimate2Transformer3DModel
+
+    torch.manual_seed(seed)
+    return WanAnimate2Transformer3DModel(
+        patch_size=(1, 2, 2), text_len=16, in_dim=36, dim=16, ffn_dim=32, freq_dim=16, text_dim=16, out_dim=16,
+        num_heads=2, num_layers=num_layers, use_img_emb=True,
+    ).eval()
+
+
+def clip_vision(seed: int = 7):
+    """A CLIP vision tower of width 1280 (the width the transformer's image projection takes), 2 layers, 224 x 224
+    input (the pipeline resizes to it) in 16 patches."""
+    from transformers import CLIPVisionConfig, CLIPVisionModel
+
+    torch.manual_seed(seed)
+    config = CLIPVisionConfig(hidden_size=1280, intermediate_size=32, num_hidden_layers=2, num_attention_heads=2,
+                              image_size=224, patch_size=56)
+    return CLIPVisionModel(config).eval()
+
+
+def wan_animate_2_pipeline():
+    """`WanAnimate2ModularPipeline` from its default blocks, with tiny components set in place (no download)."""
+    from diffusers import FlowMatchEulerDiscreteScheduler
+    from diffusers.modular_pipelines import WanAnimate2Blocks
+
+    tokenizer, text_encoder = t5(umt5=True)
+    pipe = WanAnimate2Blocks().init_pipeline()
+    pipe.update_components(text_encoder=text_encoder, tokenizer=tokenizer, image_encoder=clip_vision(), vae=wan_vae(),
+                           transformer=wan_animate_2_transformer(), scheduler=FlowMatchEulerDiscreteScheduler(shift=5.0))
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+def wan_animate_2_frames(pipe):
+    """A 32 x 32 character image animated by a 9-frame driving video: two segments of 5 frames (one carried over),
+    2 steps each with classifier-free guidance (the guider's default), as pixels."""
+    image = pil_image(32)
+    driving_video = [pil_image(32, seed=seed) for seed in range(1, 10)]
+    return pipe(prompt="a fox dancing", image=image, driving_video=driving_video, height=32, width=32,
+                segment_frame_length=5, num_inference_steps=2, max_sequence_length=16,
+                generator=torch.Generator().manual_seed(0), output_type="np", output="videos")
