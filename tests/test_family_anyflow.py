@@ -12,7 +12,12 @@ from tiny_pipelines_wanlike2 import require
 require("AnyFlowTransformer3DModel", "AnyFlowPipeline")
 
 import family_checks  # noqa: E402
-from tiny_pipelines_wanlike2 import anyflow_frames, anyflow_pipeline, check_repvideo_round_trip, pixel_video  # noqa: E402
+from tiny_pipelines_wanlike2 import (  # noqa: E402
+    anyflow_frames,
+    anyflow_pipeline,
+    check_repvideo_round_trip,
+    pixel_video,
+)
 
 from repvideo_diffusers.families import get_family, get_family_by_name  # noqa: E402
 

@@ -6,7 +6,6 @@ stream alone; the text reaches every block through cross-attention (with its pad
 """
 
 import pytest
-import torch
 
 from tiny_pipelines_wanlike2 import require
 

@@ -44,7 +44,8 @@ def eager_block_masks(monkeypatch):
     from diffusers.models.transformers import transformer_wan_animate_2 as module
 
     stock = module.create_block_mask
-    monkeypatch.setattr(module, "create_block_mask", lambda *args, **kwargs: stock(*args, **{**kwargs, "_compile": False}))
+    monkeypatch.setattr(module, "create_block_mask",
+                        lambda *args, **kwargs: stock(*args, **{**kwargs, "_compile": False}))
 
 
 def stacked(output) -> torch.Tensor:

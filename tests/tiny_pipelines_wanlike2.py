@@ -237,8 +237,9 @@ def wan_animate_2_pipeline():
 
     tokenizer, text_encoder = t5(umt5=True)
     pipe = WanAnimate2Blocks().init_pipeline()
-    pipe.update_components(text_encoder=text_encoder, tokenizer=tokenizer, image_encoder=clip_vision(), vae=wan_vae(),
-                           transformer=wan_animate_2_transformer(), scheduler=FlowMatchEulerDiscreteScheduler(shift=5.0))
+    pipe.update_components(text_encoder=text_encoder, tokenizer=tokenizer, image_encoder=clip_vision(),
+                           vae=wan_vae(), transformer=wan_animate_2_transformer(),
+                           scheduler=FlowMatchEulerDiscreteScheduler(shift=5.0))
     pipe.set_progress_bar_config(disable=True)
     return pipe
 
