@@ -82,9 +82,10 @@ def prepare_pipeline(options, dtype: torch.dtype):
         "num_inference_steps": options.steps or (4 if options.model is None else 50),
         "guidance_scale": options.guidance_scale,
     }
-    # Pipelines name the frame count differently (`num_frames`; Latte's `video_length`): ask the call's signature.
+    # Pipelines name the frame count differently (`num_frames`; Latte's `video_length`, Sana-Video's `frames`):
+    # ask the call's signature.
     parameters = inspect.signature(pipe.__call__).parameters
-    frames_key = next((key for key in ("num_frames", "video_length") if key in parameters), "num_frames")
+    frames_key = next((key for key in ("num_frames", "video_length", "frames") if key in parameters), "num_frames")
     for name, key in (("frames", frames_key), ("height", "height"), ("width", "width")):
         if getattr(options, name) is not None:
             call[key] = getattr(options, name)

@@ -307,3 +307,17 @@ def test_the_old_function_names_still_work_with_a_future_warning(no_xformers):
     with pytest.warns(FutureWarning, match="reset_attention_kernel"):
         attention.reset_attention_backend(transformer)
     assert get_attention_kernel(transformer) is None
+
+
+def test_a_family_without_attention_facts_is_refused_and_left_alone():
+    name = next(name for name, family in sorted(registered_families().items())
+                if family.attention is None and family.tiny is not None)
+    transformer, _ = TINY_MODELS[name].build()
+    before = {n: m.processor for n, m in transformer.named_modules() if hasattr(m, "processor")}
+    with pytest.raises(ValueError, match=rf"The {name} family declares no attention facts.*stock attention"):
+        set_attention_kernel(transformer, "sdpa")
+    with pytest.raises(ValueError, match="declares no attention facts"):
+        with capture_attention(transformer):
+            pass
+    assert {n: m.processor for n, m in transformer.named_modules() if hasattr(m, "processor")} == before
+    assert get_attention_kernel(transformer) is None

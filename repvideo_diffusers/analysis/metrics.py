@@ -97,6 +97,9 @@ class StepRecorder:
     def _block_hook(self, index):
         def hook(module, args, output):
             features = output[index] if isinstance(output, tuple) else output
+            t, h, w = self.capture.grid
+            if features.shape[1] > t * h * w:  # other tokens in the stream too (Helios: history first)
+                features = features[:, -t * h * w:] if self.capture.text_first else features[:, : t * h * w]
             self.current_frames.append(adjacent_frame_similarity(features.detach(), self.capture.grid))
 
         return hook

@@ -31,7 +31,7 @@ import torch
 from diffusers.utils import logging
 
 from ..families import get_family
-from .capture import DEFAULT_CAPTURE_ELEMENTS, AttentionCapture, attention_rows, capture_attention
+from .capture import DEFAULT_CAPTURE_ELEMENTS, AttentionCapture, attention_facts, attention_rows, capture_attention
 from .kernels import KERNELS, probe_xformers, resolve_kernel
 from .processors import (
     RepVideoAttnProcessorMixin,
@@ -79,7 +79,7 @@ def set_attention_kernel(transformer: torch.nn.Module, kernel: str = "auto") -> 
         ```
     """
     wanted = resolve_kernel(kernel)
-    get_family(transformer)
+    attention_facts(get_family(transformer))  # refuses a family whose attention the registry does not describe
     check_no_diffusers_backend(transformer, "set_attention_kernel")
     reference = next(transformer.parameters())
     device, dtype = reference.device, reference.dtype

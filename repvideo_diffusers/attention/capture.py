@@ -22,11 +22,12 @@ DEFAULT_CAPTURE_ELEMENTS = 1 << 22
 _CAPTURE_ATTRIBUTE = "_repvideo_capture"
 
 
-def _attention_facts(family: Family) -> AttentionFacts:
+def attention_facts(family: Family) -> AttentionFacts:
     if family.attention is None:
         raise ValueError(
-            f"The {family.name} family declares no attention facts (`Family.attention`), so its attention cannot be "
-            "captured or routed. Add AttentionFacts to its registry entry."
+            f"The {family.name} family declares no attention facts (`Family.attention`), so its attention can be "
+            "neither routed nor captured: its processors do not compute softmax attention through PyTorch SDPA "
+            "(see its module in repvideo_diffusers/families/). Use the model's stock attention."
         )
     return family.attention
 
@@ -141,7 +142,7 @@ class AttentionCapture:
 def captured_attention_modules(transformer: torch.nn.Module) -> list[tuple[str, torch.nn.Module]]:
     """(name, module) of the self/joint attention of every block, in execution order (one map per block)."""
     family = get_family(transformer)
-    facts = _attention_facts(family)
+    facts = attention_facts(family)
     names = {id(module): name for name, module in transformer.named_modules()}
     modules = [getattr(block, facts.captured) for block in family.transformer_blocks(transformer)]
     return [(names[id(module)], module) for module in modules]
@@ -175,7 +176,7 @@ def capture_attention(
         [(2, 3, 48)]
         ```
     """
-    facts = _attention_facts(get_family(transformer))
+    facts = attention_facts(get_family(transformer))
     if getattr(transformer, _CAPTURE_ATTRIBUTE, None) is not None:
         raise ValueError("capture_attention is already active on this transformer; nest no second capture.")
     targets = captured_attention_modules(transformer)

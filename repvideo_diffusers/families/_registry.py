@@ -66,7 +66,8 @@ class AttentionFacts:
 
     Args:
         captured: name of the attention module inside each block whose map is recorded (self / joint attention).
-        text_first: whether text tokens come before video tokens in that attention's key sequence.
+        text_first: whether other tokens (text; Helios: history) come before the video tokens in that attention's
+            key sequence (and in a block's output, where the stream holds both).
         grid: ``(transformer, forward args, forward kwargs) -> (t, h, w)``, the video token grid of a forward call.
         processors: class names of the stock diffusers attention processors this family uses. Every one of them
             must compute its attention with ``torch.nn.functional.scaled_dot_product_attention`` (directly or
