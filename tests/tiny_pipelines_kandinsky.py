@@ -1,0 +1,241 @@
+"""Tiny random pipelines of the Kandinsky 5 and LTX-2 families, built in the test process (no download).
+
+Text encoders come from tiny random configurations (Qwen2.5-VL and CLIP for Kandinsky 5, Gemma 3 for LTX-2);
+tokenizers are built here with `tokenizers`.
+"""
+
+import re
+
+import torch
+
+# Qwen2's pre-tokenisation rule (GPT-4 style, single digits).
+_QWEN_SPLIT = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*"
+               r"|\s*[\r\n]+|\s+(?!\S)|\s+")
+# With one token per piece the Kandinsky 5 template's prefix is 125 tokens; three words split in two make it exactly
+# the pipeline's `prompt_template_encode_start_idx` (128), so the crop removes the template and nothing else.
+_KANDINSKY_SUBWORDS = r"(?<=scr)en|(?<=post)processing|(?<=dynam)ism"
+_QWEN_SPECIALS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|vision_start|>", "<|vision_end|>",
+                  "<|image_pad|>", "<|video_pad|>"]
+WORDS = ["a", "fox", "in", "snow", "red", "ball", "rolling"]
+
+
+def _kandinsky5_template() -> str:
+    from diffusers import Kandinsky5T2VPipeline
+
+    return Kandinsky5T2VPipeline(*[None] * 7).prompt_template
+
+
+def qwen_tokenizer():
+    """Word-level over the Kandinsky 5 template's pieces and `WORDS`, Qwen2's split rule and special tokens."""
+    from tokenizers import AddedToken, Regex, Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    split = pre_tokenizers.Sequence([pre_tokenizers.Split(Regex(_QWEN_SPLIT), behavior="isolated"),
+                                     pre_tokenizers.Split(Regex(_KANDINSKY_SUBWORDS), behavior="isolated")])
+    text = _kandinsky5_template().format(" ".join(WORDS))
+    pieces = set(WORDS + [" " + word for word in WORDS])
+    for part in re.split("|".join(map(re.escape, _QWEN_SPECIALS)), text):
+        pieces.update(piece for piece, _ in split.pre_tokenize_str(part))
+    vocab = [*_QWEN_SPECIALS, "<unk>", *sorted(pieces)]
+    tokenizer = Tokenizer(models.WordLevel({piece: i for i, piece in enumerate(vocab)}, unk_token="<unk>"))
+    tokenizer.pre_tokenizer = split
+    tokenizer.add_special_tokens([AddedToken(s, special=True) for s in _QWEN_SPECIALS])
+    return PreTrainedTokenizerFast(tokenizer_object=tokenizer, eos_token="<|im_end|>", pad_token="<|endoftext|>",
+                                   unk_token="<unk>", padding_side="right", model_max_length=1024)
+
+
+class QwenTextProcessor:
+    """The text half of `Qwen2VLProcessor`, which is what the Kandinsky 5 video pipelines call (``images=None,
+    videos=None``).
+
+    transformers 5 cannot build a `Qwen2VLProcessor` without torchvision (its video processor needs it), which this
+    environment does not have; without images or videos the processor tokenises the text with its tokenizer and
+    nothing else, as this stand-in does.
+    """
+
+    def __init__(self, tokenizer):
+        self.tokenizer = tokenizer
+
+    def __call__(self, text=None, images=None, videos=None, **kwargs):
+        assert images is None and videos is None, "the stand-in processor has no image or video processor"
+        return self.tokenizer(text, **kwargs)
+
+    def decode(self, *args, **kwargs):
+        return self.tokenizer.decode(*args, **kwargs)
+
+
+def clip_tokenizer():
+    """Character-level BPE (no merges) with CLIP's end-of-word suffix and start/end tokens."""
+    from tokenizers import Tokenizer, models, pre_tokenizers, processors
+    from transformers import CLIPTokenizerFast
+
+    chars = [chr(c) for c in range(33, 127)]
+    vocab = ["<|startoftext|>", "<|endoftext|>", "<unk>", *chars, *(c + "</w>" for c in chars)]
+    tokenizer = Tokenizer(models.BPE({piece: i for i, piece in enumerate(vocab)}, [], unk_token="<unk>",
+                                     end_of_word_suffix="</w>"))
+    tokenizer.pre_tokenizer = pre_tokenizers.Whitespace()
+    tokenizer.post_processor = processors.TemplateProcessing(
+        single="<|startoftext|> $A <|endoftext|>", special_tokens=[("<|startoftext|>", 0), ("<|endoftext|>", 1)])
+    return CLIPTokenizerFast(tokenizer_object=tokenizer, bos_token="<|startoftext|>", eos_token="<|endoftext|>",
+                             unk_token="<unk>", pad_token="<|endoftext|>", model_max_length=77)
+
+
+def qwen25_vl(vocab_size: int, seed: int = 0):
+    """A one-layer Qwen2.5-VL of text width 16 (and a one-layer vision tower the video pipelines never call)."""
+    from transformers import Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration
+
+    torch.manual_seed(seed)
+    config = Qwen2_5_VLConfig(
+        text_config=dict(vocab_size=vocab_size, hidden_size=16, intermediate_size=32, num_hidden_layers=1,
+                         num_attention_heads=2, num_key_value_heads=2, max_position_embeddings=1024,
+                         rope_scaling={"type": "mrope", "mrope_section": [1, 1, 2]}, bos_token_id=None,
+                         eos_token_id=2, pad_token_id=0),
+        vision_config=dict(depth=1, hidden_size=16, intermediate_size=32, num_heads=2, out_hidden_size=16,
+                           fullatt_block_indexes=[0]),
+    )
+    return Qwen2_5_VLForConditionalGeneration(config).eval()
+
+
+def clip_text_model(vocab_size: int, seed: int = 0):
+    """A one-layer CLIP text model whose pooled output has width 8."""
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    torch.manual_seed(seed)
+    return CLIPTextModel(CLIPTextConfig(
+        vocab_size=vocab_size, hidden_size=8, intermediate_size=16, num_hidden_layers=1, num_attention_heads=2,
+        max_position_embeddings=77, projection_dim=8, bos_token_id=0, eos_token_id=1, pad_token_id=1)).eval()
+
+
+def hunyuan_video_vae(seed: int = 1):
+    """`AutoencoderKLHunyuanVideo` with 4 latent channels, 8x spatial and 4x temporal compression."""
+    from diffusers import AutoencoderKLHunyuanVideo
+
+    torch.manual_seed(seed)
+    return AutoencoderKLHunyuanVideo(
+        in_channels=3, out_channels=3, latent_channels=4, down_block_types=("HunyuanVideoDownBlock3D",) * 4,
+        up_block_types=("HunyuanVideoUpBlock3D",) * 4, block_out_channels=(8, 8, 8, 8), layers_per_block=1,
+        norm_num_groups=4, scaling_factor=0.476986, spatial_compression_ratio=8, temporal_compression_ratio=4,
+        mid_block_add_attention=False,
+    )
+
+
+def kandinsky5_pipeline(image_to_video: bool = False):
+    """`Kandinsky5T2VPipeline` (or `Kandinsky5I2VPipeline`) around the family's tiny transformer (4 visual blocks;
+    the I2V one takes the first-frame condition channels)."""
+    from diffusers import FlowMatchEulerDiscreteScheduler, Kandinsky5I2VPipeline, Kandinsky5T2VPipeline
+
+    from repvideo_diffusers.families import get_family_by_name
+
+    family = get_family_by_name("Kandinsky5")
+    tiny = family.variants["Kandinsky5-I2V"] if image_to_video else family.tiny
+    torch.manual_seed(0)
+    transformer = tiny.make_transformer().eval()
+    qwen, clip = qwen_tokenizer(), clip_tokenizer()
+    cls = Kandinsky5I2VPipeline if image_to_video else Kandinsky5T2VPipeline
+    pipe = cls(transformer=transformer, vae=hunyuan_video_vae(), text_encoder=qwen25_vl(len(qwen)),
+               tokenizer=QwenTextProcessor(qwen), text_encoder_2=clip_text_model(len(clip)), tokenizer_2=clip,
+               scheduler=FlowMatchEulerDiscreteScheduler(shift=5.0))
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+def kandinsky5_frames(pipe, steps: int = 2, seed: int = 0, output_type: str = "latent", **kwargs):
+    """Kandinsky 5 output as numpy: 9 frames of 64 x 64 (3 latent frames of 8 x 8) without guidance by default;
+    ``kwargs`` override the call's arguments. Default output: the latents."""
+    call = dict(height=64, width=64, num_frames=9, num_inference_steps=steps, guidance_scale=1.0,
+                max_sequence_length=16, output_type=output_type, generator=torch.Generator().manual_seed(seed))
+    frames = pipe(prompt="a fox in snow", **{**call, **kwargs}).frames
+    return frames.detach().float().numpy() if torch.is_tensor(frames) else frames
+
+
+# --- LTX-2 ------------------------------------------------------------------------------------------------------
+
+
+def gemma3(vocab_size: int, seed: int = 0):
+    """A two-layer Gemma 3 of text width 16 (and a one-layer SigLIP tower the pipeline never calls)."""
+    from transformers import Gemma3Config, Gemma3ForConditionalGeneration
+
+    torch.manual_seed(seed)
+    config = Gemma3Config(
+        text_config=dict(vocab_size=vocab_size, hidden_size=16, intermediate_size=32, num_hidden_layers=2,
+                         num_attention_heads=2, num_key_value_heads=1, head_dim=8, max_position_embeddings=64,
+                         sliding_window=16, pad_token_id=0, eos_token_id=1, bos_token_id=2),
+        vision_config=dict(hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2,
+                           image_size=16, patch_size=8),
+        mm_tokens_per_image=4, boi_token_index=3, eoi_token_index=3, image_token_index=3,
+    )
+    return Gemma3ForConditionalGeneration(config).eval()
+
+
+def ltx2_components(num_layers: int = 3, seed: int = 0):
+    """Every component of `LTX2Pipeline` except the transformer's class choice: a tiny LTX-2 transformer (video
+    2 heads x 8, audio 2 heads x 4, `num_layers` blocks), Gemma 3 with its connectors, 2x video VAE, audio VAE of
+    8 mel bins and a two-stage vocoder."""
+    from diffusers import (AutoencoderKLLTX2Audio, AutoencoderKLLTX2Video, FlowMatchEulerDiscreteScheduler,
+                           LTX2VideoTransformer3DModel)
+    from diffusers.pipelines.ltx2 import LTX2TextConnectors
+    from diffusers.pipelines.ltx2.vocoder import LTX2Vocoder
+
+    from repvideo_diffusers.tiny import build_tokenizer
+
+    tokenizer = build_tokenizer()
+    text_encoder = gemma3(len(tokenizer), seed)
+    torch.manual_seed(seed)
+    transformer = LTX2VideoTransformer3DModel(
+        in_channels=4, out_channels=4, patch_size=1, patch_size_t=1, num_attention_heads=2, attention_head_dim=8,
+        cross_attention_dim=16, audio_in_channels=4, audio_out_channels=4, audio_num_attention_heads=2,
+        audio_attention_head_dim=4, audio_cross_attention_dim=8, num_layers=num_layers, caption_channels=16,
+        rope_double_precision=False, rope_type="split",
+    ).eval()
+    connectors = LTX2TextConnectors(
+        caption_channels=16, text_proj_in_factor=3, video_connector_num_attention_heads=2,
+        video_connector_attention_head_dim=8, video_connector_num_layers=1,
+        video_connector_num_learnable_registers=None, audio_connector_num_attention_heads=2,
+        audio_connector_attention_head_dim=8, audio_connector_num_layers=1,
+        audio_connector_num_learnable_registers=None, connector_rope_base_seq_len=32, rope_double_precision=False,
+        rope_type="split",
+    ).eval()
+    vae = AutoencoderKLLTX2Video(
+        in_channels=3, out_channels=3, latent_channels=4, block_out_channels=(8,), decoder_block_out_channels=(8,),
+        layers_per_block=(1,), decoder_layers_per_block=(1, 1), spatio_temporal_scaling=(True,),
+        decoder_spatio_temporal_scaling=(True,), decoder_inject_noise=(False, False), downsample_type=("spatial",),
+        upsample_residual=(False,), upsample_factor=(1,), timestep_conditioning=False, patch_size=1, patch_size_t=1,
+        encoder_causal=True, decoder_causal=False,
+    ).eval()
+    vae.use_framewise_encoding = vae.use_framewise_decoding = False
+    audio_vae = AutoencoderKLLTX2Audio(base_channels=4, output_channels=2, ch_mult=(1,), num_res_blocks=1,
+                                       attn_resolutions=None, in_channels=2, resolution=32, latent_channels=2,
+                                       mel_bins=8).eval()
+    vocoder = LTX2Vocoder(in_channels=16, hidden_channels=32, out_channels=2, upsample_kernel_sizes=[4, 4],
+                          upsample_factors=[2, 2], resnet_kernel_sizes=[3], resnet_dilations=[[1, 3, 5]],
+                          output_sampling_rate=16000).eval()
+    return {"scheduler": FlowMatchEulerDiscreteScheduler(), "vae": vae, "audio_vae": audio_vae,
+            "text_encoder": text_encoder, "tokenizer": tokenizer, "connectors": connectors,
+            "transformer": transformer, "vocoder": vocoder}
+
+
+def ltx2_pipeline(image_to_video: bool = False):
+    """`LTX2Pipeline` (or `LTX2ImageToVideoPipeline`) of `ltx2_components`."""
+    from diffusers import LTX2ImageToVideoPipeline, LTX2Pipeline
+
+    cls = LTX2ImageToVideoPipeline if image_to_video else LTX2Pipeline
+    pipe = cls(**ltx2_components())
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+# The legacy (LTX-2.0) sampling: plain CFG off, no STG, no modality isolation, no rescale.
+LTX2_PLAIN = dict(guidance_scale=1.0, stg_scale=0.0, modality_scale=1.0, guidance_rescale=0.0,
+                  audio_guidance_scale=1.0, audio_stg_scale=0.0, audio_modality_scale=1.0,
+                  audio_guidance_rescale=0.0, spatio_temporal_guidance_blocks=None, use_cross_timestep=False)
+
+
+def ltx2_outputs(pipe, steps: int = 2, seed: int = 0, output_type: str = "latent", **kwargs):
+    """(video, audio) of the tiny LTX-2 pipeline as numpy: 5 frames of 16 x 16 (3 latent frames of 8 x 8) and the
+    audio of the same 0.2 s; default: both latents. ``kwargs`` override `LTX2_PLAIN`."""
+    call = {**LTX2_PLAIN, **kwargs}
+    out = pipe(prompt="a fox in snow", height=16, width=16, num_frames=5, frame_rate=25.0, num_inference_steps=steps,
+               max_sequence_length=16, output_type=output_type, generator=torch.Generator().manual_seed(seed),
+               **call)
+    as_numpy = [x.detach().float().numpy() if torch.is_tensor(x) else x for x in (out.frames, out.audio)]
+    return tuple(as_numpy)
