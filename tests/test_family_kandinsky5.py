@@ -7,7 +7,7 @@ import torch
 
 import family_checks
 from repvideo_diffusers import RepVideoConfig
-from repvideo_diffusers.families import TinyModel, get_family_by_name
+from repvideo_diffusers.families import TinyModel, get_family_by_name, kandinsky5
 from tiny_pipelines_kandinsky import kandinsky5_frames, kandinsky5_pipeline, qwen_tokenizer
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -39,7 +39,9 @@ def _tuple_output(tiny: TinyModel) -> TinyModel:
 
 
 FAMILY = get_family_by_name("Kandinsky5")
-TINY = {"T2V": _tuple_output(FAMILY.tiny), "I2V": _tuple_output(FAMILY.variants["Kandinsky5-I2V"])}
+# The image-to-video configuration: first-frame latent and mask as extra input channels (2 x 4 + 1).
+I2V = TinyModel("Kandinsky5", kandinsky5._tiny_transformer(visual_cond=True), kandinsky5._tiny_inputs(9), 4)
+TINY = {"T2V": _tuple_output(FAMILY.tiny), "I2V": _tuple_output(I2V)}
 
 
 def test_the_gated_blocks_are_the_visual_blocks_and_the_text_blocks_are_not_gated():

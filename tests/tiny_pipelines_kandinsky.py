@@ -124,12 +124,10 @@ def kandinsky5_pipeline(image_to_video: bool = False):
     the I2V one takes the first-frame condition channels)."""
     from diffusers import FlowMatchEulerDiscreteScheduler, Kandinsky5I2VPipeline, Kandinsky5T2VPipeline
 
-    from repvideo_diffusers.families import get_family_by_name
+    from repvideo_diffusers.families import kandinsky5
 
-    family = get_family_by_name("Kandinsky5")
-    tiny = family.variants["Kandinsky5-I2V"] if image_to_video else family.tiny
     torch.manual_seed(0)
-    transformer = tiny.make_transformer().eval()
+    transformer = kandinsky5._tiny_transformer(visual_cond=image_to_video)().eval()
     qwen, clip = qwen_tokenizer(), clip_tokenizer()
     cls = Kandinsky5I2VPipeline if image_to_video else Kandinsky5T2VPipeline
     pipe = cls(transformer=transformer, vae=hunyuan_video_vae(), text_encoder=qwen25_vl(len(qwen)),
@@ -230,11 +228,12 @@ LTX2_PLAIN = dict(guidance_scale=1.0, stg_scale=0.0, modality_scale=1.0, guidanc
                   audio_guidance_rescale=0.0, spatio_temporal_guidance_blocks=None, use_cross_timestep=False)
 
 
-def ltx2_outputs(pipe, steps: int = 2, seed: int = 0, output_type: str = "latent", **kwargs):
-    """(video, audio) of the tiny LTX-2 pipeline as numpy: 5 frames of 16 x 16 (3 latent frames of 8 x 8) and the
-    audio of the same 0.2 s; default: both latents. ``kwargs`` override `LTX2_PLAIN`."""
-    call = {**LTX2_PLAIN, **kwargs}
-    out = pipe(prompt="a fox in snow", height=16, width=16, num_frames=5, frame_rate=25.0, num_inference_steps=steps,
+def ltx2_outputs(pipe, steps: int = 2, seed: int = 0, output_type: str = "latent", plain: bool = True, **kwargs):
+    """(video, audio) of the tiny LTX-2 pipeline as numpy: 5 frames of 32 x 32 (3 latent frames of 16 x 16) and the
+    audio of the same 0.2 s; default: both latents, sampled with `LTX2_PLAIN` (``plain=False``: the pipeline's own
+    defaults). ``kwargs`` override the call's arguments."""
+    call = {**(LTX2_PLAIN if plain else {}), **kwargs}
+    out = pipe(prompt="a fox in snow", height=32, width=32, num_frames=5, frame_rate=25.0, num_inference_steps=steps,
                max_sequence_length=16, output_type=output_type, generator=torch.Generator().manual_seed(seed),
                **call)
     as_numpy = [x.detach().float().numpy() if torch.is_tensor(x) else x for x in (out.frames, out.audio)]

@@ -41,6 +41,9 @@ def randomize_modulations(transformer: torch.nn.Module, seed: int = 1, std: floa
 
 
 def _tiny_transformer(visual_cond: bool = False):
+    """A 4-block tiny model; ``visual_cond``: the image-to-video configuration, whose input adds the first-frame
+    latent and its mask as channels (``2 * 4 + 1``)."""
+
     def make():
         from diffusers import Kandinsky5Transformer3DModel
 
@@ -77,7 +80,5 @@ KANDINSKY5 = register_family(Family(
     attention=AttentionFacts(captured="self_attention", text_first=False, grid=_grid,
                              processors=("Kandinsky5AttnProcessor",)),
     tiny=TinyModel("Kandinsky5", _tiny_transformer(), _tiny_inputs(), 4),
-    # Image-to-video checkpoints: `visual_cond` adds the first-frame latent and its mask as input channels.
-    variants={"Kandinsky5-I2V": TinyModel("Kandinsky5", _tiny_transformer(visual_cond=True), _tiny_inputs(9), 4)},
     notes="video (the text refiner blocks run before the loop; text is a cross-attention condition)",
 ))
