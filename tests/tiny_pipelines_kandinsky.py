@@ -146,6 +146,31 @@ def kandinsky5_frames(pipe, steps: int = 2, seed: int = 0, output_type: str = "l
     return frames.detach().float().numpy() if torch.is_tensor(frames) else frames
 
 
+def kandinsky6_sr_pipeline():
+    """`Kandinsky6SRPipeline`: a 3-block tiny transformer declared as trained on 32 x 32 tiles, and a
+    three-level K-VAE (4x spatial, 4x temporal compression, 4 latent channels)."""
+    from diffusers import FlowMatchEulerDiscreteScheduler, Kandinsky6SRPipeline, Kandinsky6SRTransformer3DModel
+    from diffusers.pipelines.kandinsky6.pipeline_kandinsky6_sr import Kandinsky6SRVAE
+
+    torch.manual_seed(0)
+    transformer = Kandinsky6SRTransformer3DModel(
+        in_visual_dim=4, out_visual_dim=4, time_dim=16, model_dim=16, ff_dim=32, num_visual_blocks=3,
+        axes_dims=(4, 2, 2), nabla_window=(3, 3, 3), tile_sizes=((32, 32),)).eval()
+    torch.manual_seed(1)
+    vae = Kandinsky6SRVAE(latent_channels=4, encoder_block_out_channels=(4, 8, 8),
+                          decoder_block_out_channels=(4, 8, 8), layers_per_block=1).eval()
+    pipe = Kandinsky6SRPipeline(transformer=transformer, vae=vae, scheduler=FlowMatchEulerDiscreteScheduler())
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+def kandinsky6_sr_frames(pipe, steps: int = 2, seed: int = 0):
+    """A 5-frame 16 x 16 video super-resolved 2x (one 32 x 32 tile, 2 latent frames of 8 x 8 tokens), as numpy."""
+    video = torch.rand(1, 5, 3, 16, 16, generator=torch.Generator().manual_seed(123))
+    return pipe(video=video, resolution_scale=2, num_inference_steps=steps, output_type="np",
+                generator=torch.Generator().manual_seed(seed)).frames
+
+
 # --- LTX-2 ------------------------------------------------------------------------------------------------------
 
 
