@@ -1,11 +1,13 @@
-"""Tiny random pipelines of the Kandinsky 5 and LTX-2 families, built in the test process (no download).
+"""Tiny random pipelines of the Kandinsky 5, Kandinsky 6 SR, LTX-2 and SANA-WM families, built in the test process
+(no download).
 
-Text encoders come from tiny random configurations (Qwen2.5-VL and CLIP for Kandinsky 5, Gemma 3 for LTX-2);
-tokenizers are built here with `tokenizers`.
+Text encoders come from tiny random configurations (Qwen2.5-VL and CLIP for Kandinsky 5, Gemma 3 for LTX-2 and the
+SANA-WM refiner, Gemma 2 for SANA-WM); tokenizers are built here with `tokenizers`.
 """
 
 import re
 
+import numpy as np
 import torch
 
 # Qwen2's pre-tokenisation rule (GPT-4 style, single digits).
@@ -263,3 +265,74 @@ def ltx2_outputs(pipe, steps: int = 2, seed: int = 0, output_type: str = "latent
                **call)
     as_numpy = [x.detach().float().numpy() if torch.is_tensor(x) else x for x in (out.frames, out.audio)]
     return tuple(as_numpy)
+
+
+# --- SANA-WM ----------------------------------------------------------------------------------------------------
+
+
+def gemma2(vocab_size: int, seed: int = 0):
+    """A one-layer Gemma 2 causal LM of width 16 (SANA-WM's text encoder)."""
+    from transformers import Gemma2Config, Gemma2ForCausalLM
+
+    torch.manual_seed(seed)
+    return Gemma2ForCausalLM(Gemma2Config(
+        vocab_size=vocab_size, hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2,
+        num_key_value_heads=1, head_dim=8, max_position_embeddings=1024, pad_token_id=0, eos_token_id=1,
+        bos_token_id=2)).eval()
+
+
+def sana_wm_pipeline():
+    """`SanaWMPipeline`: the family's tiny transformer (3 blocks) with a Plücker input for the tiny LTX-2 VAE of
+    `ltx2_components` (2x spatial, 2x temporal), a tiny Gemma 2."""
+    from diffusers import FlowMatchEulerDiscreteScheduler, SanaWMPipeline
+
+    from repvideo_diffusers.families import sana_wm
+    from repvideo_diffusers.tiny import build_tokenizer
+
+    vae = ltx2_components()["vae"]
+    tokenizer = build_tokenizer()
+    torch.manual_seed(0)
+    transformer = sana_wm._tiny_transformer(temporal_stride=vae.temporal_compression_ratio, num_layers=3).eval()
+    pipe = SanaWMPipeline(tokenizer=tokenizer, text_encoder=gemma2(len(tokenizer)), vae=vae, transformer=transformer,
+                          scheduler=FlowMatchEulerDiscreteScheduler())
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+def sana_wm_frames(pipe, steps: int = 2, seed: int = 0, output_type: str = "latent", **kwargs):
+    """SANA-WM from a random 32 x 32 first frame, walking forward: 5 frames (3 latent frames of 16 x 16), numpy."""
+    from PIL import Image
+
+    image = Image.fromarray((np.random.RandomState(0).rand(32, 32, 3) * 255).astype("uint8"))
+    call = dict(action="w-8", intrinsics=[16.0, 16.0, 16.0, 16.0], height=32, width=32, num_frames=5,
+                num_inference_steps=steps, guidance_scale=1.0, max_sequence_length=16, output_type=output_type,
+                generator=torch.Generator().manual_seed(seed))
+    frames = pipe(image, "a fox in snow", **{**call, **kwargs}).frames
+    return frames.detach().float().numpy() if torch.is_tensor(frames) else np.asarray(frames)
+
+
+def sana_wm_refiner_pipeline():
+    """`SanaWMLTX2Refiner`: the refiner family's tiny transformer (4 blocks), the LTX-2 text side of
+    `ltx2_components` (Gemma 3 + connectors) and its VAE."""
+    from diffusers import FlowMatchEulerDiscreteScheduler, SanaWMLTX2Refiner
+
+    from repvideo_diffusers.families import sana_wm_refiner
+
+    components = ltx2_components()
+    torch.manual_seed(0)
+    transformer = sana_wm_refiner._tiny_transformer().eval()
+    pipe = SanaWMLTX2Refiner(transformer=transformer, connectors=components["connectors"],
+                             tokenizer=components["tokenizer"], text_encoder=components["text_encoder"],
+                             scheduler=FlowMatchEulerDiscreteScheduler(shift=1.0), vae=components["vae"],
+                             text_max_sequence_length=16)
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+def sana_wm_refined(pipe, seed: int = 0, output_type: str = "latent"):
+    """A random stage-1 latent of 6 frames of 8 x 8 refined in blocks of 2 frames behind a 1-frame sink, with a
+    history window of 3 frames (so the history is trimmed), as numpy."""
+    latent = torch.randn(1, 4, 6, 8, 8, generator=torch.Generator().manual_seed(123))
+    out = pipe(latent, "a fox in snow", fps=16.0, sink_size=1, block_size=2, kv_max_frames=4,
+               generator=torch.Generator().manual_seed(seed), output_type=output_type)
+    return out.detach().float().numpy() if torch.is_tensor(out) else np.asarray(out)
