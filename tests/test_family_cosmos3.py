@@ -1,6 +1,8 @@
 """Cosmos 3 Omni (`Cosmos3OmniTransformer`): the family's properties on its tiny configuration, with the video
-alone and with sound tokens in the generation stream; the outputs of every generated modality are compared."""
+alone and with sound tokens in the generation stream (the outputs of every generated modality are compared), and
+`Cosmos3OmniPipeline` (text-to-video, image-to-video) end to end."""
 
+import numpy as np
 import pytest
 import torch
 
@@ -84,3 +86,41 @@ def test_remove_gives_the_original_bitwise():
            "(`getattr(function, '__self__', function)`).")
 def test_checkpointing_gives_the_same_loss_and_gradients():
     family_checks.checkpointing_gives_the_same_loss_and_gradients(TINY["video"])
+
+
+# --- pipeline end to end ----------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def pipe():
+    from tiny_pipelines_kandinsky import cosmos3_pipeline
+
+    return cosmos3_pipeline()
+
+
+def test_pipeline_zero_gates_change_nothing_and_disable_restores_bitwise(pipe):
+    from tiny_pipelines_kandinsky import cosmos3_video
+
+    vanilla = cosmos3_video(pipe)
+    assert vanilla.shape == (1, 16, 3, 8, 8) and np.isfinite(vanilla).all()
+    pipe.enable_repvideo(RepVideoConfig(window=2, gate_init=0.0))
+    assert np.array_equal(cosmos3_video(pipe), vanilla)
+    pipe.enable_repvideo(RepVideoConfig(window=2, gate_init=0.6))
+    assert pipe.transformer.repvideo_gates.gate.shape == (4,)
+    assert np.abs(cosmos3_video(pipe) - vanilla).max() > 1e-3
+    pipe.disable_repvideo()
+    assert np.array_equal(cosmos3_video(pipe), vanilla)
+
+
+def test_pipeline_image_to_video_with_guidance_decodes_a_video(pipe):
+    from PIL import Image
+
+    from tiny_pipelines_kandinsky import cosmos3_video
+
+    image = Image.fromarray((np.random.RandomState(0).rand(64, 64, 3) * 255).astype("uint8"))
+    pipe.enable_repvideo(RepVideoConfig(window=2, gate_init=0.6))
+    try:
+        video = cosmos3_video(pipe, image=image, guidance_scale=6.0, output_type="np")
+    finally:
+        pipe.disable_repvideo()
+    assert video.shape == (9, 64, 64, 3) and np.isfinite(video).all()  # the pipeline runs one sample per call

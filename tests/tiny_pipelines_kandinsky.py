@@ -336,3 +336,49 @@ def sana_wm_refined(pipe, seed: int = 0, output_type: str = "latent"):
     out = pipe(latent, "a fox in snow", fps=16.0, sink_size=1, block_size=2, kv_max_frames=4,
                generator=torch.Generator().manual_seed(seed), output_type=output_type)
     return out.detach().float().numpy() if torch.is_tensor(out) else np.asarray(out)
+
+
+# --- Cosmos 3 ---------------------------------------------------------------------------------------------------
+
+
+def chat_tokenizer():
+    """Character-level with Qwen-style chat special tokens and a minimal chat template (Cosmos 3 tokenizes the
+    prompt through ``apply_chat_template`` and starts generation at ``<|vision_start|>``)."""
+    from tokenizers import AddedToken, Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    specials = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|vision_start|>", "<unk>"]
+    pieces = specials + [chr(c) for c in range(32, 127)] + ["\n"]
+    tokenizer = Tokenizer(models.WordLevel({piece: i for i, piece in enumerate(pieces)}, unk_token="<unk>"))
+    tokenizer.pre_tokenizer = pre_tokenizers.Split("", behavior="isolated")
+    tokenizer.add_special_tokens([AddedToken(s, special=True) for s in specials])
+    template = ("{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
+                "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
+    return PreTrainedTokenizerFast(tokenizer_object=tokenizer, eos_token="<|im_end|>", pad_token="<|endoftext|>",
+                                   unk_token="<unk>", chat_template=template)
+
+
+def cosmos3_pipeline():
+    """`Cosmos3OmniPipeline`: the family's tiny transformer widened to the tiny Wan VAE's 16 latent channels (8x
+    spatial, 4x temporal), the chat tokenizer above, no safety checker (it needs `cosmos_guardrail` and weights)."""
+    from diffusers import Cosmos3OmniPipeline, UniPCMultistepScheduler
+
+    from repvideo_diffusers.families import cosmos3
+    from tiny_pipelines import wan_vae
+
+    tokenizer = chat_tokenizer()
+    torch.manual_seed(0)
+    transformer = cosmos3._tiny_transformer(latent_channel=16, patch_latent_dim=64, vocab_size=len(tokenizer))()
+    pipe = Cosmos3OmniPipeline(transformer=transformer.eval(), text_tokenizer=tokenizer, vae=wan_vae(),
+                               scheduler=UniPCMultistepScheduler(), enable_safety_checker=False)
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+def cosmos3_video(pipe, steps: int = 2, seed: int = 0, output_type: str = "latent", **kwargs):
+    """Cosmos 3 output as numpy: 9 frames of 64 x 64 (3 latent frames of 8 x 8, 4 x 4 tokens each), no guidance by
+    default; ``kwargs`` override the call's arguments. Default output: the latents."""
+    call = dict(num_frames=9, height=64, width=64, num_inference_steps=steps, guidance_scale=1.0,
+                output_type=output_type, generator=torch.Generator().manual_seed(seed))
+    video = pipe("a fox in snow", **{**call, **kwargs}).video
+    return video.detach().float().numpy() if torch.is_tensor(video) else np.asarray(video)
