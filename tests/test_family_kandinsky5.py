@@ -160,3 +160,15 @@ def test_i2v_pipeline_zero_gates_change_nothing_and_disable_restores_bitwise():
     assert np.abs(kandinsky5_frames(pipe, **call) - vanilla).max() > 1e-3
     pipe.disable_repvideo()
     assert np.array_equal(kandinsky5_frames(pipe, **call), vanilla)
+
+
+def test_analyze_reports_every_visual_block_for_both_runs(t2v):
+    from repvideo_diffusers.analysis import analyze
+
+    report = analyze(t2v, "a fox in snow", num_inference_steps=2, gates=RepVideoConfig(window=2, gate_init=0.5),
+                     progress=False, height=64, width=64, num_frames=9, guidance_scale=1.0, max_sequence_length=16)
+    for run in report["runs"].values():
+        assert np.array(run["attention_similarity"]).shape == (2, 4, 4)
+        assert np.array(run["frame_similarity"]).shape == (2, 4)
+        assert run["grid"] == [3, 4, 4]
+    assert not hasattr(t2v.transformer, "repvideo_gates")  # the pipeline's state is restored

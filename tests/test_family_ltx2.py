@@ -181,3 +181,15 @@ def test_repvideo_generate_runs_a_saved_ltx2_pipeline_with_its_saved_gates(tmp_p
     gated, plain = read_video(tmp_path / "gated.mp4")[0], read_video(tmp_path / "plain.mp4")[0]
     assert gated.shape == plain.shape == (9, 32, 32, 3)
     assert np.abs(gated.astype(int) - plain.astype(int)).max() > 0
+
+
+def test_analyze_with_the_default_guidance_reports_every_block_for_both_runs(t2v):
+    from repvideo_diffusers.analysis import analyze
+
+    report = analyze(t2v, "a fox in snow", num_inference_steps=2, gates=RepVideoConfig(window=2, gate_init=0.5),
+                     progress=False, height=32, width=32, num_frames=5, frame_rate=25.0, max_sequence_length=16)
+    for run in report["runs"].values():
+        assert np.array(run["attention_similarity"]).shape == (2, 3, 3)
+        assert np.array(run["frame_similarity"]).shape == (2, 3)
+        assert run["grid"] == [3, 16, 16]
+    assert not hasattr(t2v.transformer, "repvideo_gates")
