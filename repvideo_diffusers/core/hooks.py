@@ -152,6 +152,8 @@ class RepVideoBlockHook(ModelHook):
         gate = self.gates(self.index)
         grad = torch.is_grad_enabled()
         for position, (stream, mean) in enumerate(zip(streams, state.means)):
+            if stream is None or mean is None:  # a stream this call does not carry (Kandinsky 6 without audio)
+                continue
             weight = gate.to(device=stream.device, dtype=stream.dtype)
             if self.relayout:
                 # The cache holds the canonical layout: blend there, hand the block its own layout back.
@@ -184,7 +186,7 @@ class RepVideoBlockHook(ModelHook):
         sources = self.outputs_of(output)
         outputs = sources
         if self.relayout:
-            outputs = tuple(self.block_list.to_canonical(out, state.context) for out in sources)
+            outputs = tuple(None if out is None else self.block_list.to_canonical(out, state.context) for out in sources)
         if self.index % self.window == 0:
             state.means, state.sources, state.count, state.owned = outputs, sources, 1, False
             return
@@ -193,9 +195,11 @@ class RepVideoBlockHook(ModelHook):
         weight = 1.0 / state.count  # running mean: m_n = m_{n-1} + (x_n - m_{n-1}) / n
         if state.owned and not torch.is_grad_enabled():
             for mean, new in zip(state.means, outputs):
-                mean.lerp_(new, weight)
+                if mean is not None and new is not None:
+                    mean.lerp_(new, weight)
         else:
-            state.means = tuple(torch.lerp(mean, new, weight) for mean, new in zip(state.means, outputs))
+            state.means = tuple(None if mean is None or new is None else torch.lerp(mean, new, weight)
+                                for mean, new in zip(state.means, outputs))
             state.owned = True
 
     def outputs_of(self, output: Any) -> tuple[torch.Tensor, ...]:
@@ -233,7 +237,8 @@ class _CheckpointedBlocks:
         self.hooks = hooks
 
     def __call__(self, function, *args, **kwargs):
-        hook = self.hooks.get(id(function))
+        # A block, or a bound method of one (Cosmos 3 checkpoints `layer.__call__`).
+        hook = self.hooks.get(id(getattr(function, "__self__", function)))
         if hook is None or not hook.state.active:
             return self.checkpoint_func(function, *args, **kwargs)
         args, kwargs = hook.blend_inputs(args, kwargs)
