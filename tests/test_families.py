@@ -210,3 +210,29 @@ def test_the_most_specific_family_wins_for_a_subclass(toy):
         assert get_family(ToyTransformer()).name == "Toy"
     finally:
         unregister_family("FancyToy")
+
+
+def _readme_families_table() -> dict[str, list[str]]:
+    from pathlib import Path
+
+    text = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    table = text[text.index("<!-- families-table -->"):].split("\n\n")[0].splitlines()[3:]
+    rows = {}
+    for line in table:
+        cells = [cell.strip() for cell in line.strip().strip("|").split("|")]
+        rows[cells[0]] = cells
+    return rows
+
+
+def test_the_readme_table_lists_every_registered_family_with_its_class_and_tools():
+    rows = _readme_families_table()
+    families = registered_families()
+    assert set(rows) == set(families)
+    for name, family in families.items():
+        classes = [cls if isinstance(cls, str) else cls.__name__ for cls in family.transformers]
+        assert all(f"`{cls}`" in rows[name][1] for cls in classes), name
+        generate, train, analyze, convert = [cell.split()[0] for cell in rows[name][4].split(" / ")]
+        assert train == ("yes" if family.training else "no"), name
+        if analyze == "yes":
+            assert family.attention is not None, name
+        assert convert == ("yes" if name == "CogVideoX" else "no"), name
