@@ -65,3 +65,32 @@ def consisid_call(pipe, steps: int = 3, seed: int = 0, guidance_scale: float = 1
         num_inference_steps=steps, guidance_scale=guidance_scale, max_sequence_length=16, output_type="latent",
         generator=torch.Generator().manual_seed(seed), id_cond=id_cond, id_vit_hidden=id_vit_hidden,
     ))
+
+
+# --- Allegro (Allegro VAE, T5) ---------------------------------------------------------------------------------------
+
+
+def allegro_pipeline(seed: int = 0):
+    from diffusers import AllegroPipeline, AutoencoderKLAllegro, EulerAncestralDiscreteScheduler
+
+    from repvideo_diffusers.families import get_family_by_name
+
+    tokenizer, text_encoder = t5(seed)
+    torch.manual_seed(seed + 1)
+    vae = AutoencoderKLAllegro(
+        block_out_channels=(8, 8, 16, 16), latent_channels=4, layers_per_block=1, norm_num_groups=2,
+        sample_size=64,
+    )
+    torch.manual_seed(seed + 2)
+    transformer = get_family_by_name("Allegro").tiny.make_transformer().eval()
+    return AllegroPipeline(tokenizer=tokenizer, text_encoder=text_encoder, vae=vae, transformer=transformer,
+                           scheduler=EulerAncestralDiscreteScheduler())
+
+
+def allegro_call(pipe, steps: int = 3, seed: int = 0, guidance_scale: float = 1.0):
+    # 9 frames of 64x64 -> 3 latent frames of 8x8; an odd frame count keeps the first frame apart, as released.
+    return _latents(pipe(
+        "a fox in snow", num_inference_steps=steps, guidance_scale=guidance_scale, num_frames=9, height=64, width=64,
+        max_sequence_length=16, clean_caption=False, output_type="latent",
+        generator=torch.Generator().manual_seed(seed),
+    ))
