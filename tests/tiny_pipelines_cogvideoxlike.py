@@ -94,3 +94,86 @@ def allegro_call(pipe, steps: int = 3, seed: int = 0, guidance_scale: float = 1.
         max_sequence_length=16, clean_caption=False, output_type="latent",
         generator=torch.Generator().manual_seed(seed),
     ))
+
+
+# --- EasyAnimate (Magvit VAE, Qwen2-VL) ------------------------------------------------------------------------------
+
+# EasyAnimate's encode_prompt wraps every prompt in the tokenizer's chat template: a minimal one of our own.
+CHAT_TEMPLATE = (
+    "{% for message in messages %}<|{{ message['role'] }}|>{% for part in message['content'] %}{{ part['text'] }}"
+    "{% endfor %}{% endfor %}{% if add_generation_prompt %}<|assistant|>{% endif %}"
+)
+
+
+def qwen2_vl(seed: int = 0):
+    """(tokenizer with a chat template, Qwen2-VL of text width 16): EasyAnimate V5.1's text encoder, tiny and
+    random; the tokenizer is the in-process unigram one (the encoder only needs ids inside its vocabulary)."""
+    from transformers import Qwen2VLConfig, Qwen2VLForConditionalGeneration
+
+    from repvideo_diffusers.tiny import build_tokenizer
+
+    tokenizer = build_tokenizer()
+    tokenizer.chat_template = CHAT_TEMPLATE
+    torch.manual_seed(seed)
+    config = Qwen2VLConfig(
+        text_config=dict(vocab_size=len(tokenizer), hidden_size=16, intermediate_size=32, num_hidden_layers=2,
+                         num_attention_heads=2, num_key_value_heads=1, max_position_embeddings=128,
+                         bos_token_id=None, eos_token_id=1, pad_token_id=0,
+                         rope_parameters={"rope_type": "default", "rope_theta": 10000.0, "mrope_section": [1, 1, 2]}),
+        vision_config=dict(depth=1, embed_dim=16, hidden_size=16, num_heads=2, mlp_ratio=1, patch_size=2,
+                           spatial_merge_size=1, temporal_patch_size=1),
+    )
+    return tokenizer, Qwen2VLForConditionalGeneration(config).eval()
+
+
+def magvit_vae(seed: int = 1):
+    from diffusers import AutoencoderKLMagvit
+
+    torch.manual_seed(seed)
+    return AutoencoderKLMagvit(latent_channels=4, block_out_channels=(8, 8, 16, 16), layers_per_block=1,
+                               norm_num_groups=2)
+
+
+def easyanimate_pipeline(kind: str = "t2v", seed: int = 0):
+    """``kind``: ``"t2v"`` (EasyAnimatePipeline), ``"inpaint"`` (EasyAnimateInpaintPipeline, image-to-video) or
+    ``"control"`` (EasyAnimateControlPipeline)."""
+    import diffusers
+
+    from repvideo_diffusers.families import get_family_by_name
+
+    family = get_family_by_name("EasyAnimate")
+    tiny = {"t2v": family.tiny, "inpaint": family.variants["EasyAnimate-InP"],
+            "control": family.variants["EasyAnimate-Control"]}[kind]
+    cls = {"t2v": "EasyAnimatePipeline", "inpaint": "EasyAnimateInpaintPipeline",
+           "control": "EasyAnimateControlPipeline"}[kind]
+    tokenizer, text_encoder = qwen2_vl(seed)
+    vae = magvit_vae(seed + 1)
+    if kind == "inpaint":
+        # diffusers 0.42.1's inpaint pipeline reads `vae.config.cache_mag_vae`, which AutoencoderKLMagvit does not
+        # register (an AttributeError otherwise); EasyAnimate's own VAE config has it: resize the first latent
+        # frame's mask on its own.
+        vae.register_to_config(cache_mag_vae=True)
+    torch.manual_seed(seed + 2)
+    transformer = tiny.make_transformer().eval()
+    return getattr(diffusers, cls)(vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, transformer=transformer,
+                                   scheduler=diffusers.FlowMatchEulerDiscreteScheduler())
+
+
+def easyanimate_call(pipe, steps: int = 2, seed: int = 0, guidance_scale: float = 1.0):
+    """9 frames of 64x64 -> 3 latent frames of 8x8 (the text is padded to the pipeline's 256 tokens)."""
+    # With guidance, the pipeline needs a negative prompt (it iterates over None otherwise).
+    extra = {"negative_prompt": "blurry"} if guidance_scale > 1 else {}
+    name = type(pipe).__name__
+    if name == "EasyAnimateInpaintPipeline":  # image-to-video: the first frame given, the rest to generate
+        video = torch.zeros(1, 3, 9, 64, 64)
+        video[:, :, 0] = torch.from_numpy(np.array(image(64, seed), dtype=np.float32)).permute(2, 0, 1) / 255
+        mask = torch.ones(1, 1, 9, 64, 64)
+        mask[:, :, 0] = 0
+        extra.update(video=video, mask_video=mask * 255)
+    elif name == "EasyAnimateControlPipeline":
+        g = torch.Generator().manual_seed(seed + 100)
+        extra["control_video"] = torch.rand(1, 3, 9, 64, 64, generator=g)
+    return _latents(pipe(
+        "a fox in snow", num_frames=9, height=64, width=64, num_inference_steps=steps, guidance_scale=guidance_scale,
+        output_type="latent", generator=torch.Generator().manual_seed(seed), **extra,
+    ))
