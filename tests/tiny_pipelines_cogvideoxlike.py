@@ -177,3 +177,87 @@ def easyanimate_call(pipe, steps: int = 2, seed: int = 0, guidance_scale: float 
         "a fox in snow", num_frames=9, height=64, width=64, num_inference_steps=steps, guidance_scale=guidance_scale,
         output_type="latent", generator=torch.Generator().manual_seed(seed), **extra,
     ))
+
+
+# --- Cosmos (Cosmos VAE or Wan VAE, T5, a stand-in safety checker) ----------------------------------------------------
+
+
+def _safety_checker_class():
+    from diffusers import ConfigMixin, ModelMixin
+
+    class PassThroughSafetyChecker(ModelMixin, ConfigMixin):
+        """Stands in for Cosmos Guardrail (the `cosmos_guardrail` package and its own models, not installable
+        offline): every prompt passes, every video comes back unchanged. The pipelines refuse to run without a
+        safety checker, so the tests give them this one."""
+
+        def __init__(self):
+            super().__init__()
+            self._dtype_anchor = torch.nn.Parameter(torch.zeros(1), requires_grad=False)
+
+        def check_text_safety(self, prompt: str) -> bool:
+            return True
+
+        def check_video_safety(self, frames):
+            return frames
+
+    return PassThroughSafetyChecker
+
+
+def cosmos_vae(seed: int = 1):
+    from diffusers import AutoencoderKLCosmos
+
+    torch.manual_seed(seed)
+    # 4x spatial, 4x temporal compression; no latent statistics (the pipeline then scales by sigma_data alone)
+    return AutoencoderKLCosmos(
+        latent_channels=4, encoder_block_out_channels=(8, 8, 8, 8), decode_block_out_channels=(8, 8, 8, 8),
+        attention_resolutions=(8,), resolution=64, num_layers=1, patch_size=4, spatial_compression_ratio=4,
+        temporal_compression_ratio=4, latents_mean=None, latents_std=None,
+    )
+
+
+def cosmos_pipeline(kind: str = "text2world", seed: int = 0):
+    """``kind``: ``"text2world"`` / ``"video2world"`` (Predict 1.0: Cosmos VAE, EDM scheduler) or
+    ``"2.0-video2world"`` (Predict 2.0: Wan VAE, flow matching)."""
+    import diffusers
+    from diffusers import CosmosTransformer3DModel
+
+    from repvideo_diffusers.families import get_family_by_name
+    from repvideo_diffusers.families.cosmos import VARIANTS
+
+    tokenizer, text_encoder = t5(seed)
+    safety_checker = _safety_checker_class()()
+    torch.manual_seed(seed + 2)
+    if kind == "2.0-video2world":
+        from tiny_pipelines import wan_vae
+
+        config = {**VARIANTS["Cosmos-2.0-Video2World"].make_transformer().config, "in_channels": 17,
+                  "out_channels": 16}  # the Wan VAE's 16 latent channels (+ the condition mask)
+        torch.manual_seed(seed + 2)
+        return diffusers.Cosmos2VideoToWorldPipeline(
+            text_encoder=text_encoder, tokenizer=tokenizer, transformer=CosmosTransformer3DModel.from_config(config),
+            vae=wan_vae(seed + 1), scheduler=diffusers.FlowMatchEulerDiscreteScheduler(use_karras_sigmas=True),
+            safety_checker=safety_checker,
+        )
+    tiny = get_family_by_name("Cosmos").tiny if kind == "text2world" else VARIANTS["Cosmos-1.0-Video2World"]
+    transformer = tiny.make_transformer().eval()
+    scheduler = diffusers.EDMEulerScheduler(sigma_min=0.002, sigma_max=80.0, sigma_data=0.5, sigma_schedule="karras",
+                                            num_train_timesteps=1000, prediction_type="epsilon", rho=7.0,
+                                            final_sigmas_type="sigma_min")
+    cls = diffusers.CosmosTextToWorldPipeline if kind == "text2world" else diffusers.CosmosVideoToWorldPipeline
+    return cls(text_encoder=text_encoder, tokenizer=tokenizer, transformer=transformer, vae=cosmos_vae(seed + 1),
+               scheduler=scheduler, safety_checker=safety_checker)
+
+
+def cosmos_call(pipe, steps: int = 3, seed: int = 0, guidance_scale: float = 1.0):
+    """9 frames -> 3 latent frames: 8x8 for text2world (32x32 pixels through the 4x Cosmos VAE); 4x4 for
+    video2world, whose VAE encodes the conditioning video at every call (16x16 pixels, 32x32 through the 8x Wan VAE)."""
+    name = type(pipe).__name__
+    size = {"CosmosTextToWorldPipeline": 32, "CosmosVideoToWorldPipeline": 16, "Cosmos2VideoToWorldPipeline": 32}[name]
+    extra = {} if name == "CosmosTextToWorldPipeline" else {"image": image(size, seed)}
+    if guidance_scale > 1:  # the default negative prompt is long: a short one keeps the 16 tokens quiet
+        extra["negative_prompt"] = "blurry"
+    return _latents(pipe(
+        prompt="a robot arm", num_frames=9, height=size, width=size, num_inference_steps=steps,
+        guidance_scale=guidance_scale, max_sequence_length=16, output_type="latent",
+        generator=torch.Generator().manual_seed(seed), **extra,
+    ))
