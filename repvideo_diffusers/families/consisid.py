@@ -4,11 +4,12 @@ Gated: ``transformer_blocks`` in order. Blended: video and text, which flow from
 CogVideoX-style joint attention (text first in the key sequence); every block takes and returns both.
 
 Not blended: the identity features. The local facial extractor turns the face embeddings (``id_cond``,
-``id_vit_hidden``) into identity tokens once per forward call, and after every ``cross_attn_interval``-th block a
-perceiver cross-attention adds ``local_face_scale * attention(identity tokens, video)`` to the video stream. Those
-tokens are a condition that enters unchanged, and the perceiver layers are outside the block list. The feature cache
-holds what the blocks return (before the identity is added, as a block's output is defined in the official
-algorithm); the stream that enters the next block, identity included, is what is blended with the cache mean.
+``id_vit_hidden``) into identity tokens once per forward call, and after each block whose index is a multiple of
+``cross_attn_interval`` (0, 2, 4, ... as released) a perceiver cross-attention adds ``local_face_scale *
+attention(identity tokens, video)`` to the video stream. Those tokens are a condition that enters unchanged, and
+the perceiver layers are outside the block list. The feature cache holds what the blocks return (before the
+identity is added, as a block's output is defined in the official algorithm); the stream that enters the next
+block, identity included, is what is blended with the cache mean.
 """
 
 from __future__ import annotations
