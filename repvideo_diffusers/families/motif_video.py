@@ -18,7 +18,7 @@ from __future__ import annotations
 import torch
 
 from ._grids import channels_first_grid
-from ._registry import AttentionFacts, BlockList, Family, TinyModel, register_family
+from ._registry import AttentionFacts, BlockList, Family, TinyModel, TrainingFacts, register_family
 
 _JOINT = ("hidden_states", "encoder_hidden_states")
 
@@ -35,6 +35,29 @@ class _EncoderBlocksFamily(Family):
                 blocks = blocks[: len(blocks) - decoder]
             for block in blocks:
                 yield block_list, block
+
+
+def _encode_video(pipe, video, generator):
+    vae = pipe.vae
+    latents = vae.encode(video.to(vae.dtype)).latent_dist.sample(generator=generator)
+    mean = torch.tensor(vae.config.latents_mean).view(1, -1, 1, 1, 1).to(latents)
+    std = torch.tensor(vae.config.latents_std).view(1, -1, 1, 1, 1).to(latents)
+    return ((latents - mean) / std)[0]  # the inverse of MotifVideoPipeline's decode normalisation
+
+
+def _encode_prompt(pipe, text, max_sequence_length):
+    embeds, _, mask, _ = pipe.encode_prompt(text, max_sequence_length=max_sequence_length, device=torch.device("cpu"))
+    return {"prompt_embeds": embeds[0], "prompt_attention_mask": mask[0]}
+
+
+def _forward_kwargs(pipe, noisy, batch, timestep):
+    # Text-to-video, as MotifVideoPipeline calls it: no first-frame conditioning (zero condition latents and mask
+    # concatenated to the noisy latents) and no image embeddings.
+    batch_size, _, frames, height, width = noisy.shape
+    mask = noisy.new_zeros(batch_size, 1, frames, height, width)
+    return {"hidden_states": torch.cat([noisy, torch.zeros_like(noisy), mask], dim=1), "timestep": timestep,
+            "encoder_hidden_states": batch["prompt_embeds"],
+            "encoder_attention_mask": batch["prompt_attention_mask"].bool(), "return_dict": False}
 
 
 def _tiny_transformer(num_decoder_layers: int = 2):
@@ -73,6 +96,11 @@ MOTIF_VIDEO = register_family(_EncoderBlocksFamily(
     attention=AttentionFacts(
         captured="attn", text_first=False, grid=channels_first_grid,
         processors=("MotifVideoAttnProcessor2_0", "MotifVideoCrossAttnProcessor2_0"),
+    ),
+    training=TrainingFacts(
+        default_size=lambda pipe: (736, 1280, 121),  # MotifVideoPipeline.__call__ defaults
+        encode_video=_encode_video, encode_prompt=_encode_prompt, max_sequence_length=lambda pipe: 512,
+        forward_kwargs=_forward_kwargs,
     ),
     tiny=TinyModel("Motif-Video", _tiny_transformer, _tiny_inputs, 4),
     notes="video + text; dual- then encoder single-stream blocks as one sequence (the DDT decoder blocks are not "
