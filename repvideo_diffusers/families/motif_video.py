@@ -11,6 +11,8 @@ second network with streams of its own: its video stream is a fresh copy of the 
 first block, and its second stream is the encoder's output video (video-shaped, where the cache's second stream is
 text), so no blend with the encoder's feature cache means what RepVideo's does. The family therefore stops the gated
 sequence where the decoder starts; with ``num_decoder_layers=0`` every single-stream block is gated.
+
+Training (``repvideo train``) feeds the transformer as `MotifVideoPipeline` does for text-to-video.
 """
 
 from __future__ import annotations
