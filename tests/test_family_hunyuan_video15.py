@@ -62,12 +62,12 @@ def test_the_token_refiner_is_not_gated():
 
 def test_the_text_to_video_pipeline_end_to_end():
     pipe = hunyuan_video15_pipeline()
-    check_repvideo_on_pipeline(pipe, hunyuan_video15_frames)
+    check_repvideo_on_pipeline(pipe, hunyuan_video15_frames, num_blocks=4)
 
 
 def test_the_image_to_video_pipeline_end_to_end():
     pipe = hunyuan_video15_pipeline(image_to_video=True)
-    check_repvideo_on_pipeline(pipe, hunyuan_video15_frames)
+    check_repvideo_on_pipeline(pipe, hunyuan_video15_frames, num_blocks=4)
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -128,6 +128,7 @@ def test_the_training_forward_is_the_pipelines_text_to_video_call():
         assert torch.equal(pipe.transformer(**built)[0], expected)
 
 
+@pytest.mark.slow  # reloaded, the pipeline has its released token budgets: ~2,000 text tokens per forward
 def test_a_tiny_hunyuan_video15_pipeline_trains_only_its_gates_end_to_end(tmp_path):
     import numpy as np
     from diffusers import DiffusionPipeline

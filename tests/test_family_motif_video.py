@@ -102,7 +102,7 @@ def test_the_decoder_blocks_are_neither_gated_nor_hooked():
 
 
 def test_the_text_to_video_pipeline_end_to_end():
-    check_repvideo_on_pipeline(motif_pipeline(), motif_frames)
+    check_repvideo_on_pipeline(motif_pipeline(), motif_frames, num_blocks=4)  # 2 dual + 2 encoder single
 
 
 def test_the_image_to_video_pipeline_end_to_end():
@@ -110,7 +110,7 @@ def test_the_image_to_video_pipeline_end_to_end():
     image_embeds = []
     handle = pipe.transformer.register_forward_pre_hook(
         lambda module, args, kwargs: image_embeds.append(kwargs.get("image_embeds")), with_kwargs=True)
-    check_repvideo_on_pipeline(pipe, motif_frames)
+    check_repvideo_on_pipeline(pipe, motif_frames, num_blocks=4)
     handle.remove()
     assert image_embeds and all(torch.is_tensor(e) for e in image_embeds)  # the image really conditions the model
 

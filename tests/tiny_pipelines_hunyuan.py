@@ -76,12 +76,14 @@ def image(size: int = 32, seed: int = 0):
     return Image.fromarray(pixels)
 
 
-def check_repvideo_on_pipeline(pipe, frames):
-    """Zero gates change nothing, 0.6 gates change the output, `disable_repvideo` restores it bitwise."""
+def check_repvideo_on_pipeline(pipe, frames, num_blocks: int):
+    """One gate per gated block; zero gates change nothing, 0.6 gates change the output, `disable_repvideo` restores
+    it bitwise."""
     from repvideo_diffusers import RepVideoConfig
 
     vanilla = frames(pipe)
-    pipe.enable_repvideo(RepVideoConfig(window=2, gate_init=0.0))
+    gates = pipe.enable_repvideo(RepVideoConfig(window=2, gate_init=0.0))
+    assert gates.gate.shape == (num_blocks,)
     assert torch.equal(frames(pipe), vanilla)
     pipe.enable_repvideo(RepVideoConfig(window=2, gate_init=0.6))
     assert (frames(pipe) - vanilla).abs().max().item() > 1e-4

@@ -6,11 +6,12 @@ single-stream blocks. Blended: video and text (every one of these blocks takes a
 conditioning the image tokens lead the text stream and flow with it). The blocks' text cross-attention
 (``cross_attn``, when enabled) reads the same joint text stream, so it adds no stream of its own.
 
-Not gated: the DDT decoder, the last ``num_decoder_layers`` single-stream blocks (8 of Motif-Video 2B's 24). It is a
-second network with streams of its own: its video stream is a fresh copy of the embedded latents taken before the
-first block, and its second stream is the encoder's output video (video-shaped, where the cache's second stream is
-text), so no blend with the encoder's feature cache means what RepVideo's does. The family therefore stops the gated
-sequence where the decoder starts; with ``num_decoder_layers=0`` every single-stream block is gated.
+Not gated: the DDT decoder, the last ``num_decoder_layers`` single-stream blocks (Motif-Video 2B, as documented: 12
+dual-stream, 16 single-stream and 8 decoder layers). It is a second network with streams of its own: its video
+stream is a fresh copy of the embedded latents taken before the first block, and its second stream is the encoder's
+output video (video-shaped, where the cache's second stream is text), so no blend with the encoder's feature cache
+means what RepVideo's does. The family therefore stops the gated sequence where the decoder starts; with
+``num_decoder_layers=0`` every single-stream block is gated.
 
 Training (``repvideo train``) feeds the transformer as `MotifVideoPipeline` does for text-to-video.
 """
