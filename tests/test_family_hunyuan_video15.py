@@ -128,7 +128,6 @@ def test_the_training_forward_is_the_pipelines_text_to_video_call():
         assert torch.equal(pipe.transformer(**built)[0], expected)
 
 
-@pytest.mark.slow  # reloaded, the pipeline has its released token budgets: ~2,000 text tokens per forward
 def test_a_tiny_hunyuan_video15_pipeline_trains_only_its_gates_end_to_end(tmp_path):
     import numpy as np
     from diffusers import DiffusionPipeline
