@@ -82,18 +82,41 @@ def prepare_pipeline(options, dtype: torch.dtype):
         "num_inference_steps": options.steps or (4 if options.model is None else 50),
         "guidance_scale": options.guidance_scale,
     }
-    # Pipelines name the frame count differently (`num_frames`; Latte's `video_length`, Sana-Video's `frames`):
-    # ask the call's signature.
-    parameters = inspect.signature(pipe.__call__).parameters
-    frames_key = next((key for key in ("num_frames", "video_length", "frames") if key in parameters), "num_frames")
-    for name, key in (("frames", frames_key), ("height", "height"), ("width", "width")):
+    for name in ("frames", "height", "width"):
         if getattr(options, name) is not None:
-            call[key] = getattr(options, name)
+            call[name] = getattr(options, name)
     # The text length the transformer was built for (226 for CogVideoX), where the model states one.
     text_length = getattr(getattr(pipe, "transformer", None), "config", {}).get("max_text_seq_length")
     if text_length:
         call["max_sequence_length"] = text_length
-    return pipe, call
+    return pipe, pipeline_call(pipe, call)
+
+
+def pipeline_call(pipe, call: dict) -> dict:
+    """``call`` in the words of this pipeline's ``__call__``: ``frames`` under the name it uses (``num_frames``;
+    Latte's ``video_length``, Sana-Video's ``frames``), arguments it does not take left out, and a guidance scale it
+    takes through its guider (HunyuanVideo-1.5, Motif-Video) set there.
+
+    Example:
+        ```python
+        >>> from repvideo_diffusers.generation import pipeline_call
+        >>> class Pipe:
+        ...     def __call__(self, prompt, video_length=16, guidance_scale=7.5): ...
+        >>> pipeline_call(Pipe(), {"frames": 9, "guidance_scale": 6.0, "max_sequence_length": 16})
+        {'video_length': 9, 'guidance_scale': 6.0}
+
+        ```
+    """
+    parameters = inspect.signature(pipe.__call__).parameters
+    open_ended = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values())
+    call = dict(call)
+    if "frames" in call and "frames" not in parameters:
+        key = next((k for k in ("num_frames", "video_length") if k in parameters), "num_frames")
+        call[key] = call.pop("frames")
+    guider = getattr(pipe, "guider", None)
+    if "guidance_scale" in call and "guidance_scale" not in parameters and hasattr(guider, "guidance_scale"):
+        guider.guidance_scale = call.pop("guidance_scale")
+    return call if open_ended else {k: v for k, v in call.items() if k in parameters}
 
 
 def set_attention(pipe, backend: str | None) -> None:

@@ -58,7 +58,11 @@ def _run(pipe, label, call, steps, queries, progress) -> dict:
 
                 pipe(**call, callback_on_step_end=on_step_end)
             else:  # no step callback: count every transformer call as a step
-                recorder.handles.append(transformer.register_forward_hook(lambda *a: (recorder.close_step(), bar.update(1))))
+                def on_call(*_):  # returns None: a forward hook's return value would replace the output
+                    recorder.close_step()
+                    bar.update(1)
+
+                recorder.handles.append(transformer.register_forward_hook(on_call))
                 pipe(**call)
         finally:
             recorder.remove()

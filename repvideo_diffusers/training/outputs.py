@@ -40,16 +40,19 @@ def write_validation_video(pipe, accelerator, config: TrainConfig, at_step: int,
 
     The text encoder, parked on the CPU while training, visits the training device for the call.
     """
+    from ..generation import pipeline_call
     from ..utils.video import write_video
 
     transformer = pipe.transformer
     transformer.eval()
     if pipe.text_encoder is not None:
         pipe.text_encoder.to(accelerator.device)
-    call = {"prompt": config.validation_prompt, "height": height, "width": width, "num_frames": num_frames,
-            "num_inference_steps": config.validation_steps or (4 if config.model is None else 50),
-            "generator": torch.Generator().manual_seed(config.seed), "output_type": "np",
-            "max_sequence_length": max_sequence_length}
+    call = pipeline_call(pipe, {
+        "prompt": config.validation_prompt, "height": height, "width": width, "frames": num_frames,
+        "num_inference_steps": config.validation_steps or (4 if config.model is None else 50),
+        "generator": torch.Generator().manual_seed(config.seed), "output_type": "np",
+        "max_sequence_length": max_sequence_length,
+    })
     with torch.no_grad(), accelerator.autocast():
         frames = pipe(**call).frames[0]
     path = Path(config.output_dir) / "validation" / f"step-{at_step:06d}.mp4"
