@@ -141,19 +141,19 @@ def test_checkpointing_gives_the_same_loss_and_gradients(variant):
     family_checks.checkpointing_gives_the_same_loss_and_gradients(TINY[variant])
 
 
-def test_no_attention_facts_because_the_video_self_attention_is_nested_in_the_block():
-    """Every attention runs `Kandinsky6AttnProcessor` (SDPA through diffusers' native backend), but the video
-    self-attention of a fused block is ``video_dec_block.self_attention``, not an attribute of the block itself, which
-    is where attention capture looks (see the family's docstring)."""
+def test_the_captured_attention_is_the_nested_video_self_attention_and_every_processor_is_known():
+    """Every attention runs `Kandinsky6AttnProcessor` (SDPA through diffusers' native backend); the video
+    self-attention of a fused block is ``video_dec_block.self_attention``, one level down."""
     from diffusers.models.transformers.transformer_kandinsky6 import Kandinsky6Attention, Kandinsky6AttnProcessor
 
     transformer, _ = TINY["audio"].build()
-    assert FAMILY.attention is None
+    assert FAMILY.attention.captured == "video_dec_block.self_attention"
     block = transformer.visual_transformer_blocks[0]
     assert not hasattr(block, "self_attention")
-    assert isinstance(block.get_submodule("video_dec_block.self_attention"), Kandinsky6Attention)
+    assert isinstance(block.get_submodule(FAMILY.attention.captured), Kandinsky6Attention)
     assert {type(m.processor) for m in transformer.modules() if isinstance(m, Kandinsky6Attention)} == {
         Kandinsky6AttnProcessor}
+    assert FAMILY.attention.processors == ("Kandinsky6AttnProcessor",)
 
 
 # --- pipelines end to end -----------------------------------------------------------------------------------------
@@ -241,3 +241,12 @@ def test_generate_videos_writes_the_video_of_the_pipeline(pipe, tmp_path):
     gated, plain = read_video(tmp_path / "gated.mp4")[0], read_video(tmp_path / "plain.mp4")[0]
     assert gated.shape == plain.shape == (9, 64, 64, 3)
     assert np.abs(gated.astype(int) - plain.astype(int)).max() > 0
+
+
+@pytest.mark.parametrize("tiny", [_both_outputs(FAMILY.tiny), FAMILY.tiny], ids=["video+audio", "video output"])
+def test_sdpa_routing_reproduces_the_stock_output_exactly(tiny):
+    family_checks.sdpa_routing_reproduces_the_stock_output_exactly(tiny)
+
+
+def test_capture_records_one_softmax_row_set_per_block_of_the_video_self_attention():
+    family_checks.capture_records_one_softmax_row_set_per_block(FAMILY.tiny)

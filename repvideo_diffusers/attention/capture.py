@@ -144,7 +144,7 @@ def captured_attention_modules(transformer: torch.nn.Module) -> list[tuple[str, 
     family = get_family(transformer)
     facts = attention_facts(family)
     names = {id(module): name for name, module in transformer.named_modules()}
-    modules = [getattr(block, facts.captured) for block in family.transformer_blocks(transformer)]
+    modules = [block.get_submodule(facts.captured) for block in family.transformer_blocks(transformer)]
     return [(names[id(module)], module) for module in modules]
 
 

@@ -65,7 +65,8 @@ class AttentionFacts:
     """What attention routing and capture need about one family.
 
     Args:
-        captured: name of the attention module inside each block whose map is recorded (self / joint attention).
+        captured: name of the attention module inside each block whose map is recorded (self / joint attention);
+            a dotted path for one nested deeper (``"video_dec_block.self_attention"``).
         text_first: whether other tokens (text; Helios: history) come before the video tokens in that attention's
             key sequence (and in a block's output, where the stream holds both).
         grid: ``(transformer, forward args, forward kwargs) -> (t, h, w)``, the video token grid of a forward call.

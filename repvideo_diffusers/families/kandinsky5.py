@@ -15,14 +15,8 @@ from __future__ import annotations
 
 import torch
 
+from ._grids import channels_last_grid
 from ._registry import AttentionFacts, BlockList, Family, TinyModel, register_family
-
-
-def _grid(transformer, args, kwargs):
-    hidden = kwargs["hidden_states"] if "hidden_states" in kwargs else args[0]
-    frames, height, width = hidden.shape[1:4]  # (B, T, H, W, C): channels last
-    pt, ph, pw = transformer.config.patch_size
-    return frames // pt, height // ph, width // pw
 
 
 def randomize_modulations(transformer: torch.nn.Module, seed: int = 1, std: float = 0.2) -> torch.nn.Module:
@@ -77,7 +71,7 @@ KANDINSKY5 = register_family(Family(
     name="Kandinsky5",
     transformers=("Kandinsky5Transformer3DModel",),
     blocks=(BlockList("visual_transformer_blocks", ("visual_embed",)),),
-    attention=AttentionFacts(captured="self_attention", text_first=False, grid=_grid,
+    attention=AttentionFacts(captured="self_attention", text_first=False, grid=channels_last_grid,
                              processors=("Kandinsky5AttnProcessor",)),
     tiny=TinyModel("Kandinsky5", _tiny_transformer(), _tiny_inputs(), 4),
     notes="video (the text refiner blocks run before the loop; text is a cross-attention condition)",

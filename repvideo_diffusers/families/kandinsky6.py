@@ -18,17 +18,17 @@ The video stream is a flat token sequence in one fixed frame-major order for the
 conditioning the reference frame is one more frame at the end), the audio stream one token per audio latent frame,
 so the cache averages the same tokens as every other family.
 
-No attention facts: every attention of the model is `Kandinsky6AttnProcessor`, which computes through diffusers'
-``dispatch_attention_fn`` (PyTorch SDPA with the default ``native`` backend), but the video self-attention sits one
-level down in each gated block (``video_dec_block.self_attention``) and attention capture looks the captured module
-up as a direct attribute of the block, so capture (and with it ``repvideo analyze``) cannot reach it yet.
+Attention facts: every attention of the model is `Kandinsky6AttnProcessor`, which computes through diffusers'
+``dispatch_attention_fn`` (PyTorch SDPA with the default ``native`` backend); the video self-attention that capture
+records sits one level down in each gated block (``video_dec_block.self_attention``).
 """
 
 from __future__ import annotations
 
 import torch
 
-from ._registry import BlockList, Family, TinyModel, register_family
+from ._grids import channels_last_grid
+from ._registry import AttentionFacts, BlockList, Family, TinyModel, register_family
 
 # The architecture flags of the released checkpoints (their `transformer/config.json`): padded text with a mask,
 # rotary embeddings in the cross-modal attention, cross-modal residual gates, the fixed modulation, and two visual
@@ -79,6 +79,9 @@ KANDINSKY6 = register_family(Family(
     name="Kandinsky6",
     transformers=("Kandinsky6Transformer3DModel",),
     blocks=(BlockList("visual_transformer_blocks", ("vis", "aud"), outputs=(0, 1)),),
+    # The video self-attention sits one level down in each fused block.
+    attention=AttentionFacts(captured="video_dec_block.self_attention", text_first=False, grid=channels_last_grid,
+                             processors=("Kandinsky6AttnProcessor",)),
     tiny=TinyModel("Kandinsky6", _tiny_transformer(), _tiny_inputs(), 4),
     notes="video and audio (the fused blocks take and return both; video alone when no audio is sampled; the text "
           "refiner blocks run before the loop, text is a cross-attention condition)",
