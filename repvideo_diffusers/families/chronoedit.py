@@ -8,27 +8,13 @@ enter as extra input channels: conditions, not streams. The transformer is not a
 
 from __future__ import annotations
 
-import torch
-
+from . import _wan_like
 from ._grids import channels_first_grid
 from ._registry import AttentionFacts, BlockList, Family, TinyModel, register_family
 
 
-def _tiny_transformer():
-    from diffusers import ChronoEditTransformer3DModel
-
-    return ChronoEditTransformer3DModel(
-        patch_size=(1, 2, 2), num_attention_heads=2, attention_head_dim=8, in_channels=4, out_channels=4,
-        text_dim=16, freq_dim=16, ffn_dim=32, num_layers=4, rope_max_seq_len=32,
-    )
 
 
-def _tiny_inputs(g, b):
-    return {
-        "hidden_states": torch.randn(b, 4, 3, 8, 8, generator=g),
-        "encoder_hidden_states": torch.randn(b, 12, 16, generator=g),
-        "timestep": torch.tensor([500] * b),
-    }
 
 
 CHRONOEDIT = register_family(Family(
@@ -37,6 +23,6 @@ CHRONOEDIT = register_family(Family(
     blocks=(BlockList("blocks", ("hidden_states",)),),
     attention=AttentionFacts(captured="attn1", text_first=False, grid=channels_first_grid,
                              processors=("WanAttnProcessor", "WanAttnProcessor2_0")),
-    tiny=TinyModel("ChronoEdit", _tiny_transformer, _tiny_inputs, 4),
+    tiny=TinyModel("ChronoEdit", _wan_like.tiny_transformer("ChronoEditTransformer3DModel"), _wan_like.tiny_inputs, 4),
     notes="video (text and CLIP image tokens are cross-attention conditions; the input image enters as channels)",
 ))
