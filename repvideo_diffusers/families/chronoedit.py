@@ -13,10 +13,6 @@ from ._grids import channels_first_grid
 from ._registry import AttentionFacts, BlockList, Family, TinyModel, register_family
 
 
-
-
-
-
 CHRONOEDIT = register_family(Family(
     name="ChronoEdit",
     transformers=("ChronoEditTransformer3DModel",),

@@ -15,16 +15,6 @@ from ._grids import channels_first_grid
 from ._registry import AttentionFacts, BlockList, Family, TinyModel, TrainingFacts, register_family
 
 
-
-
-
-
-
-
-
-
-
-
 SKYREELS_V2 = register_family(Family(
     name="SkyReels-V2",
     transformers=("SkyReelsV2Transformer3DModel",),

@@ -12,16 +12,6 @@ from ._grids import channels_first_grid
 from ._registry import AttentionFacts, BlockList, Family, TinyModel, TrainingFacts, register_family
 
 
-
-
-
-
-
-
-
-
-
-
 WAN = register_family(Family(
     name="Wan",
     transformers=("WanTransformer3DModel",),
