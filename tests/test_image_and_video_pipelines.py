@@ -1,6 +1,6 @@
-"""End to end: RepVideo on the image-to-video and video-to-video pipelines of CogVideoX, Wan and LTX-Video
-(tiny random pipelines built here, no download). Zero gates leave the output bitwise unchanged, 0.6 gates change it,
-and `disable_repvideo` restores the original bitwise."""
+"""End to end: RepVideo on the image-to-video and video-to-video pipelines of CogVideoX, Wan, LTX-Video and
+HunyuanVideo (tiny random pipelines built here, no download). Zero gates leave the denoised latents bitwise
+unchanged, 0.6 gates change them, and `disable_repvideo` restores the original bitwise."""
 
 import numpy as np
 import pytest
@@ -19,6 +19,8 @@ BUILDERS = {
     "WanVideoToVideoPipeline": tiny.wan_v2v_pipeline,
     "LTXImageToVideoPipeline": tiny.ltx_i2v_pipeline,
     "LTXConditionPipeline": tiny.ltx_condition_pipeline,
+    "HunyuanVideoImageToVideoPipeline-latent_concat": lambda: tiny.hunyuan_i2v_pipeline("latent_concat"),
+    "HunyuanVideoImageToVideoPipeline-token_replace": lambda: tiny.hunyuan_i2v_pipeline("token_replace"),
 }
 
 

@@ -1,5 +1,6 @@
-"""Tiny random image-to-video and video-to-video pipelines of CogVideoX, Wan and LTX-Video, built in the test
-process without any download (text encoders, VAEs, image encoders and transformers from tiny random configs)."""
+"""Tiny random image-to-video and video-to-video pipelines of CogVideoX, Wan, LTX-Video and HunyuanVideo, built in
+the test process without any download (text encoders, VAEs, image encoders and transformers from tiny random
+configs)."""
 
 import numpy as np
 import PIL.Image
@@ -156,6 +157,8 @@ def call_arguments(pipe, steps: int = 2, seed: int = 0) -> dict:
         call.update(image=image(), num_frames=9, guidance_scale=1.0)
     elif name == "LTXConditionPipeline":
         call.update(video=video(5), num_frames=9, guidance_scale=1.0, strength=1.0, frame_index=0)
+    elif name == "HunyuanVideoImageToVideoPipeline":
+        call.update(image=image(), prompt="a red fox in snow", num_frames=5, guidance_scale=1.0)
     else:
         raise ValueError(f"no tiny call for {name}")
     return call
@@ -166,3 +169,58 @@ def run(pipe, steps: int = 2, seed: int = 0) -> np.ndarray:
     with ftfy_stand_in(pipe):
         frames = pipe(**call_arguments(pipe, steps, seed)).frames
     return frames.detach().float().numpy() if torch.is_tensor(frames) else np.asarray(frames)
+
+
+# HunyuanVideo ------------------------------------------------------------------------------------------------------
+
+def hunyuan_i2v_pipeline(image_condition_type: str = "latent_concat", seed: int = 0):
+    """HunyuanVideoImageToVideoPipeline: a tiny Llava (2-layer Llama of width 16 + 2-layer CLIP vision tower of width
+    16 on 336-pixel images), CLIP text (width 8), the 8x / 4x VAE of 4 latent channels, a 2 double- + 2 single-stream
+    block transformer; ``latent_concat`` (2 x 4 + 1 mask input channels) or ``token_replace`` (4)."""
+    from diffusers import FlowMatchEulerDiscreteScheduler, HunyuanVideoImageToVideoPipeline
+    from diffusers import HunyuanVideoTransformer3DModel
+    from transformers import (
+        CLIPImageProcessor, CLIPTextConfig, CLIPTextModel, CLIPVisionConfig, LlamaConfig, LlavaConfig,
+        LlavaForConditionalGeneration,
+    )
+
+    from tiny_pipelines_hunyuan import _LLAMA_SPECIALS, WORDS, clip_tokenizer, hunyuan_video_vae, word_tokenizer
+
+    from diffusers.pipelines.hunyuan_video.pipeline_hunyuan_video_image2video import DEFAULT_PROMPT_TEMPLATE
+
+    template = DEFAULT_PROMPT_TEMPLATE["template"]
+    tokenizer = word_tokenizer([template.format(" ".join(WORDS))], _LLAMA_SPECIALS + ["<image>"],
+                               bos="<|begin_of_text|>", eos="<|eot_id|>", pad="<pad>")
+    # The pipeline's template as released: its system part is `crop_start` (103) tokens here too, BOS included, and
+    # its `<image>` is token 5, which Llava expands to the 576 CLIP tokens of a 336-pixel image in 14-pixel patches.
+    ids = tokenizer(template.format("fox")).input_ids
+    assert ids.index(tokenizer.convert_tokens_to_ids("fox")) == DEFAULT_PROMPT_TEMPLATE["crop_start"]
+    assert ids.index(tokenizer.convert_tokens_to_ids("<image>")) == DEFAULT_PROMPT_TEMPLATE["image_emb_start"]
+    tokenizer_2 = clip_tokenizer()
+    torch.manual_seed(seed)
+    text_encoder = LlavaForConditionalGeneration(LlavaConfig(
+        vision_config=CLIPVisionConfig(hidden_size=16, intermediate_size=32, num_hidden_layers=2,
+                                       num_attention_heads=2, image_size=336, patch_size=14, projection_dim=16),
+        text_config=LlamaConfig(vocab_size=len(tokenizer), hidden_size=16, intermediate_size=32,
+                                num_hidden_layers=2, num_attention_heads=2, num_key_value_heads=2,
+                                max_position_embeddings=1024, pad_token_id=tokenizer.pad_token_id,
+                                bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id),
+        image_token_index=tokenizer.convert_tokens_to_ids("<image>"), pad_token_id=tokenizer.pad_token_id,
+        image_seq_length=576, vision_feature_layer=-2, vision_feature_select_strategy="default",
+    )).eval()
+    text_encoder_2 = CLIPTextModel(CLIPTextConfig(
+        vocab_size=len(tokenizer_2), hidden_size=8, intermediate_size=16, num_hidden_layers=1, num_attention_heads=2,
+        max_position_embeddings=77, projection_dim=8, bos_token_id=0, eos_token_id=1, pad_token_id=1)).eval()
+    image_processor = CLIPImageProcessor(size={"shortest_edge": 336}, crop_size={"height": 336, "width": 336})
+    vae = hunyuan_video_vae(seed + 2)
+    torch.manual_seed(seed + 3)
+    transformer = HunyuanVideoTransformer3DModel(
+        in_channels=9 if image_condition_type == "latent_concat" else 4, out_channels=4, num_attention_heads=2,
+        attention_head_dim=8, num_layers=2, num_single_layers=2, num_refiner_layers=1, patch_size=2, patch_size_t=1,
+        guidance_embeds=image_condition_type == "token_replace", text_embed_dim=16, pooled_projection_dim=8,
+        rope_axes_dim=(2, 4, 2), image_condition_type=image_condition_type,
+    )
+    return _eval(HunyuanVideoImageToVideoPipeline(
+        text_encoder=text_encoder, tokenizer=tokenizer, transformer=transformer, vae=vae,
+        scheduler=FlowMatchEulerDiscreteScheduler(shift=7.0), text_encoder_2=text_encoder_2, tokenizer_2=tokenizer_2,
+        image_processor=image_processor))
