@@ -103,7 +103,7 @@ def pipeline_call(pipe, call: dict) -> dict:
         >>> class Pipe:
         ...     def __call__(self, prompt, video_length=16, guidance_scale=7.5): ...
         >>> pipeline_call(Pipe(), {"frames": 9, "guidance_scale": 6.0, "max_sequence_length": 16})
-        {'video_length': 9, 'guidance_scale': 6.0}
+        {'guidance_scale': 6.0, 'video_length': 9}
 
         ```
     """

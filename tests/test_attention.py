@@ -284,6 +284,14 @@ def test_torch_compile_fullgraph_traces_our_processors_without_a_graph_break(fam
 
 
 def test_diffusers_names_are_accepted_and_a_diffusers_backend_in_the_way_is_refused(no_xformers):
+    from diffusers.models.attention_dispatch import attention_backend
+
+    # diffusers' `set_attention_backend` also sets the process-wide default backend: restore it afterwards.
+    with attention_backend("native"):
+        _check_diffusers_backend_conflict()
+
+
+def _check_diffusers_backend_conflict():
     transformer, inputs = TINY_MODELS["Wan"].build()
     assert set_attention_kernel(transformer, "native") == "sdpa"  # diffusers' name for PyTorch SDPA
     reset_attention_kernel(transformer)
