@@ -20,7 +20,8 @@ MODULES = sorted(
     info.name for info in pkgutil.walk_packages([str(PACKAGE)], prefix="repvideo_diffusers.")
     if not info.name.endswith("__main__")
 )
-DEPRECATED = {"repvideo_diffusers.repvideo", "repvideo_diffusers.gates", "repvideo_diffusers.generate"}
+DEPRECATED = {"repvideo_diffusers.repvideo", "repvideo_diffusers.gates", "repvideo_diffusers.generate",
+              "repvideo_diffusers.video"}
 # Modules allowed over 400 lines: none today (each such module must say why at its top).
 LONG_MODULE_LIMIT = 400
 
@@ -201,6 +202,8 @@ def test_pipeline_methods_install_idempotently_and_uninstall_to_plain_diffusers(
     ("repvideo_diffusers.repvideo", ["RepVideoConfig", "apply_repvideo", "remove_repvideo", "SUPPORTED_MODELS",
                                      "get_transformer_blocks"]),
     ("repvideo_diffusers.gates", ["RepVideoGates", "load_gates", "GATES_SUBFOLDER"]),
+    ("repvideo_diffusers.generate", ["load_pipeline", "prepare_pipeline", "add_pipeline_arguments"]),
+    ("repvideo_diffusers.video", ["read_video", "write_video"]),
 ])
 def test_deprecated_module_paths_still_import_with_a_future_warning(module, names):
     result = subprocess.run(
