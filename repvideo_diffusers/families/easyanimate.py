@@ -12,7 +12,24 @@ from __future__ import annotations
 import torch
 
 from ._grids import channels_first_grid
-from ._registry import AttentionFacts, BlockList, Family, TinyModel, register_family
+from ._registry import AttentionFacts, BlockList, Family, TinyModel, TrainingFacts, register_family
+
+
+def _encode_video(pipe, video, generator):
+    latents = pipe.vae.encode(video.to(pipe.vae.dtype)).latent_dist.sample(generator=generator)
+    return (latents * pipe.vae.config.scaling_factor)[0]  # the inverse of the pipeline's `1 / scaling_factor`
+
+
+def _encode_prompt(pipe, text, max_sequence_length):
+    # The pipeline pads to max_sequence_length and its transformer takes no text mask: the embeddings alone.
+    embeds = pipe.encode_prompt(text, do_classifier_free_guidance=False, max_sequence_length=max_sequence_length,
+                                device=torch.device("cpu"))[0]
+    return embeds[0]
+
+
+def _forward_kwargs(pipe, noisy, batch, timestep):
+    return {"hidden_states": noisy, "timestep": timestep, "encoder_hidden_states": batch["prompt_embeds"],
+            "return_dict": False}
 
 
 def _transformer(in_channels: int = 4):
@@ -49,6 +66,14 @@ EASYANIMATE = register_family(Family(
     blocks=(BlockList("transformer_blocks", ("hidden_states", "encoder_hidden_states"), outputs=(0, 1)),),
     attention=AttentionFacts(captured="attn1", text_first=True, grid=channels_first_grid,
                              processors=("EasyAnimateAttnProcessor2_0",)),
+    training=TrainingFacts(
+        default_size=lambda pipe: (512, 512, 49),  # EasyAnimatePipeline.__call__ defaults
+        encode_video=_encode_video, encode_prompt=_encode_prompt, max_sequence_length=lambda pipe: 256,
+        forward_kwargs=_forward_kwargs,
+        # Frames 1 + 4k; height and width: the VAE's downsampling times the 2x2 patches.
+        size_multiples=lambda pipe: (pipe.vae_temporal_compression_ratio,
+                                     pipe.vae_spatial_compression_ratio * pipe.transformer.config.patch_size),
+    ),
     tiny=TinyModel("EasyAnimate", _transformer(), _inputs(), 4),
     # Inpaint / image-to-video: mask (1 channel) + masked-video latents concatenated; control: control latents.
     variants={
