@@ -20,14 +20,14 @@ def run(transformer, inputs):
     return out
 
 
-def zero_gates_give_the_vanilla_output(tiny, seed: int = 0) -> None:
+def assert_zero_gates_give_the_vanilla_output(tiny, seed: int = 0) -> None:
     transformer, inputs = tiny.build(seed=seed)
     vanilla = run(transformer, inputs)
     apply_repvideo(transformer, RepVideoConfig(window=2, gate_init=0.0))
     assert torch.equal(run(transformer, inputs), vanilla)
 
 
-def random_gates_match_the_official_loop(tiny, block_lists, window: int, seed: int = 0) -> None:
+def assert_random_gates_match_the_official_loop(tiny, block_lists, window: int, seed: int = 0) -> None:
     transformer, inputs = tiny.build(seed=seed)
     num_blocks = sum(len(getattr(transformer, attribute)) for attribute, _, _ in block_lists)
     assert len(get_transformer_blocks(transformer)) == num_blocks == tiny.num_blocks
@@ -42,7 +42,7 @@ def random_gates_match_the_official_loop(tiny, block_lists, window: int, seed: i
     assert (actual - vanilla).abs().max().item() > 1e-4  # the blend really changed something
 
 
-def remove_gives_the_original_bitwise(tiny, seed: int = 0) -> None:
+def assert_remove_gives_the_original_bitwise(tiny, seed: int = 0) -> None:
     transformer, inputs = tiny.build(seed=seed)
     vanilla = run(transformer, inputs)
     apply_repvideo(transformer, RepVideoConfig(window=2, gate_init=0.7))
@@ -68,7 +68,7 @@ def _loss_and_grads(tiny, checkpointing: bool, seed: int = 0):
     return loss.detach(), grads
 
 
-def checkpointing_gives_the_same_loss_and_gradients(tiny, seed: int = 0) -> None:
+def assert_checkpointing_gives_the_same_loss_and_gradients(tiny, seed: int = 0) -> None:
     loss, grads = _loss_and_grads(tiny, checkpointing=False, seed=seed)
     loss_ckpt, grads_ckpt = _loss_and_grads(tiny, checkpointing=True, seed=seed)
     assert abs(loss.item() - loss_ckpt.item()) <= 1e-5
@@ -77,7 +77,7 @@ def checkpointing_gives_the_same_loss_and_gradients(tiny, seed: int = 0) -> None
     assert max((grads[k] - grads_ckpt[k]).abs().max().item() for k in grads) <= 1e-5
 
 
-def sdpa_routing_reproduces_the_stock_output_exactly(tiny, seed: int = 3) -> None:
+def assert_sdpa_routing_reproduces_the_stock_output_exactly(tiny, seed: int = 3) -> None:
     transformer, inputs = tiny.build(seed=seed)
     stock = run(transformer, inputs)
     before = {name: module.processor for name, module in attention_modules(transformer)}
@@ -89,7 +89,7 @@ def sdpa_routing_reproduces_the_stock_output_exactly(tiny, seed: int = 3) -> Non
     assert all(after[name] is before[name] for name in before)
 
 
-def capture_records_one_softmax_row_set_per_block(tiny, seed: int = 0) -> None:
+def assert_capture_records_one_softmax_row_set_per_block(tiny, seed: int = 0) -> None:
     transformer, inputs = tiny.build(seed=seed)
     with capture_attention(transformer) as capture:
         run(transformer, inputs)

@@ -288,10 +288,10 @@ def test_diffusers_names_are_accepted_and_a_diffusers_backend_in_the_way_is_refu
 
     # diffusers' `set_attention_backend` also sets the process-wide default backend: restore it afterwards.
     with attention_backend("native"):
-        _check_diffusers_backend_conflict()
+        _assert_diffusers_backend_conflict_is_refused()
 
 
-def _check_diffusers_backend_conflict():
+def _assert_diffusers_backend_conflict_is_refused():
     transformer, inputs = TINY_MODELS["Wan"].build()
     assert set_attention_kernel(transformer, "native") == "sdpa"  # diffusers' name for PyTorch SDPA
     reset_attention_kernel(transformer)

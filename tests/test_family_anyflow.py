@@ -15,7 +15,7 @@ import family_checks  # noqa: E402
 from tiny_pipelines_wanlike2 import (  # noqa: E402
     anyflow_frames,
     anyflow_pipeline,
-    check_repvideo_round_trip,
+    assert_repvideo_round_trip,
     pixel_video,
 )
 
@@ -35,28 +35,28 @@ def test_the_class_belongs_to_its_own_family_and_not_to_the_far_variant():
 
 
 def test_zero_gates_give_the_vanilla_output():
-    family_checks.zero_gates_give_the_vanilla_output(TINY)
+    family_checks.assert_zero_gates_give_the_vanilla_output(TINY)
 
 
 @pytest.mark.parametrize("window", [2, 3])
 def test_random_gates_match_the_official_loop(window):
-    family_checks.random_gates_match_the_official_loop(TINY, BLOCK_LISTS, window)
+    family_checks.assert_random_gates_match_the_official_loop(TINY, BLOCK_LISTS, window)
 
 
 def test_remove_gives_the_original_bitwise():
-    family_checks.remove_gives_the_original_bitwise(TINY)
+    family_checks.assert_remove_gives_the_original_bitwise(TINY)
 
 
 def test_checkpointing_gives_the_same_loss_and_gradients():
-    family_checks.checkpointing_gives_the_same_loss_and_gradients(TINY)
+    family_checks.assert_checkpointing_gives_the_same_loss_and_gradients(TINY)
 
 
 def test_sdpa_routing_reproduces_the_stock_output_exactly():
-    family_checks.sdpa_routing_reproduces_the_stock_output_exactly(TINY)
+    family_checks.assert_sdpa_routing_reproduces_the_stock_output_exactly(TINY)
 
 
 def test_capture_records_one_softmax_row_set_per_block():
-    family_checks.capture_records_one_softmax_row_set_per_block(TINY)
+    family_checks.assert_capture_records_one_softmax_row_set_per_block(TINY)
 
 
 def test_capture_reads_the_grid_from_frames_before_channels():
@@ -70,13 +70,13 @@ def test_capture_reads_the_grid_from_frames_before_channels():
 
 
 def test_text_to_video_pipeline():
-    check_repvideo_round_trip(anyflow_pipeline(), anyflow_frames)
+    assert_repvideo_round_trip(anyflow_pipeline(), anyflow_frames)
 
 
 def test_video_to_video_pipeline():
     """A conditioning video (5 frames: the first 2 latent frames are kept fixed) through the same pipeline."""
     video = pixel_video(5, 16)
-    check_repvideo_round_trip(anyflow_pipeline(), lambda pipe: anyflow_frames(pipe, video=video))
+    assert_repvideo_round_trip(anyflow_pipeline(), lambda pipe: anyflow_frames(pipe, video=video))
 
 
 def test_gates_act_on_every_flow_map_step():

@@ -17,7 +17,7 @@ from reference_loop import official_output  # noqa: E402
 from tiny_pipelines_wanlike2 import (  # noqa: E402
     anyflow_far_pipeline,
     anyflow_frames,
-    check_repvideo_round_trip,
+    assert_repvideo_round_trip,
     pixel_video,
 )
 
@@ -42,16 +42,16 @@ def test_the_class_belongs_to_its_own_family():
 
 
 def test_zero_gates_give_the_vanilla_output():
-    family_checks.zero_gates_give_the_vanilla_output(TINY)
+    family_checks.assert_zero_gates_give_the_vanilla_output(TINY)
 
 
 @pytest.mark.parametrize("window", [2, 3])
 def test_random_gates_match_the_official_loop(window):
-    family_checks.random_gates_match_the_official_loop(TINY, BLOCK_LISTS, window)
+    family_checks.assert_random_gates_match_the_official_loop(TINY, BLOCK_LISTS, window)
 
 
 def test_remove_gives_the_original_bitwise():
-    family_checks.remove_gives_the_original_bitwise(TINY)
+    family_checks.assert_remove_gives_the_original_bitwise(TINY)
 
 
 def _loss_and_grads(checkpointing: bool, device: str):
@@ -178,10 +178,10 @@ def test_kv_cache_path_with_zero_gates_is_vanilla():
 def test_text_to_video_pipeline():
     """Three one-frame chunks of 32 x 32 (KV-cache prefill between chunks, the first chunk FAR-compressed for the
     third)."""
-    check_repvideo_round_trip(anyflow_far_pipeline(), lambda pipe: anyflow_frames(pipe, size=32))
+    assert_repvideo_round_trip(anyflow_far_pipeline(), lambda pipe: anyflow_frames(pipe, size=32))
 
 
 def test_video_to_video_pipeline():
     """A 5-frame conditioning video fills the first two chunks, which only go through the KV-cache prefill."""
     video = pixel_video(5, 32)
-    check_repvideo_round_trip(anyflow_far_pipeline(), lambda pipe: anyflow_frames(pipe, size=32, video=video))
+    assert_repvideo_round_trip(anyflow_far_pipeline(), lambda pipe: anyflow_frames(pipe, size=32, video=video))

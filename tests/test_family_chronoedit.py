@@ -23,28 +23,28 @@ def test_the_transformer_has_its_own_family_and_is_not_taken_for_wan():
 
 
 def test_zero_gates_give_the_vanilla_output():
-    checks.zero_gates_give_the_vanilla_output(TINY)
+    checks.assert_zero_gates_give_the_vanilla_output(TINY)
 
 
 @pytest.mark.parametrize("window", [2, 3])
 def test_random_gates_match_the_official_loop(window):
-    checks.random_gates_match_the_official_loop(TINY, BLOCK_LISTS, window)
+    checks.assert_random_gates_match_the_official_loop(TINY, BLOCK_LISTS, window)
 
 
 def test_remove_gives_the_original_bitwise():
-    checks.remove_gives_the_original_bitwise(TINY)
+    checks.assert_remove_gives_the_original_bitwise(TINY)
 
 
 def test_checkpointing_gives_the_same_loss_and_gradients():
-    checks.checkpointing_gives_the_same_loss_and_gradients(TINY)
+    checks.assert_checkpointing_gives_the_same_loss_and_gradients(TINY)
 
 
 def test_sdpa_routing_reproduces_the_stock_output_exactly():
-    checks.sdpa_routing_reproduces_the_stock_output_exactly(TINY)
+    checks.assert_sdpa_routing_reproduces_the_stock_output_exactly(TINY)
 
 
 def test_capture_records_one_softmax_row_set_per_block():
-    checks.capture_records_one_softmax_row_set_per_block(TINY)
+    checks.assert_capture_records_one_softmax_row_set_per_block(TINY)
 
 
 @pytest.mark.parametrize("temporal_reasoning", [False, True])
@@ -53,11 +53,11 @@ def test_pipeline_end_to_end(temporal_reasoning):
     # for the first 2 steps, then the reasoning frame is dropped.
     overrides = dict(enable_temporal_reasoning=True, num_temporal_reasoning_steps=2, num_frames=9) \
         if temporal_reasoning else {}
-    pipelines.check_repvideo_round_trip(pipelines.chronoedit_pipeline(), **overrides)
+    pipelines.assert_repvideo_round_trip(pipelines.chronoedit_pipeline(), **overrides)
 
 
 def test_analyze_reports_every_block_of_every_step():
-    pipelines.check_analyze(pipelines.chronoedit_pipeline())
+    pipelines.assert_analyze_reports(pipelines.chronoedit_pipeline())
 
 
 @pytest.mark.slow

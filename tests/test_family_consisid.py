@@ -25,28 +25,28 @@ def test_the_tiny_model_runs_its_face_adapter(tiny):
 
 
 def test_zero_gates_give_the_vanilla_output(tiny):
-    checks.zero_gates_give_the_vanilla_output(tiny)
+    checks.assert_zero_gates_give_the_vanilla_output(tiny)
 
 
 @pytest.mark.parametrize("window", [2, 3])
 def test_random_gates_match_the_official_loop(tiny, window):
-    checks.random_gates_match_the_official_loop(tiny, BLOCK_LISTS, window)
+    checks.assert_random_gates_match_the_official_loop(tiny, BLOCK_LISTS, window)
 
 
 def test_remove_gives_the_original_bitwise(tiny):
-    checks.remove_gives_the_original_bitwise(tiny)
+    checks.assert_remove_gives_the_original_bitwise(tiny)
 
 
 def test_checkpointing_gives_the_same_loss_and_gradients(tiny):
-    checks.checkpointing_gives_the_same_loss_and_gradients(tiny)
+    checks.assert_checkpointing_gives_the_same_loss_and_gradients(tiny)
 
 
 def test_sdpa_routing_reproduces_the_stock_output_exactly(tiny):
-    checks.sdpa_routing_reproduces_the_stock_output_exactly(tiny)
+    checks.assert_sdpa_routing_reproduces_the_stock_output_exactly(tiny)
 
 
 def test_capture_records_one_softmax_row_set_per_block(tiny):
-    checks.capture_records_one_softmax_row_set_per_block(tiny)
+    checks.assert_capture_records_one_softmax_row_set_per_block(tiny)
 
 
 def test_consisid_pipeline_end_to_end():

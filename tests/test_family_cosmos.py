@@ -20,36 +20,36 @@ def tiny():
 
 
 def test_zero_gates_give_the_vanilla_output(tiny):
-    checks.zero_gates_give_the_vanilla_output(tiny)
+    checks.assert_zero_gates_give_the_vanilla_output(tiny)
 
 
 @pytest.mark.parametrize("variant", sorted(TINIES))
 @pytest.mark.parametrize("window", [2, 3])
 def test_random_gates_match_the_official_loop(variant, window):
-    checks.random_gates_match_the_official_loop(TINIES[variant], BLOCK_LISTS, window)
+    checks.assert_random_gates_match_the_official_loop(TINIES[variant], BLOCK_LISTS, window)
 
 
 @pytest.mark.parametrize("variant", sorted(TINIES))
 def test_remove_gives_the_original_bitwise(variant):
-    checks.remove_gives_the_original_bitwise(TINIES[variant])
+    checks.assert_remove_gives_the_original_bitwise(TINIES[variant])
 
 
 def test_checkpointing_gives_the_same_loss_and_gradients(tiny):
-    checks.checkpointing_gives_the_same_loss_and_gradients(tiny)
+    checks.assert_checkpointing_gives_the_same_loss_and_gradients(tiny)
 
 
 def test_checkpointing_with_control_residuals_gives_the_same_loss_and_gradients():
-    checks.checkpointing_gives_the_same_loss_and_gradients(VARIANTS["Cosmos-2.5-Transfer"])
+    checks.assert_checkpointing_gives_the_same_loss_and_gradients(VARIANTS["Cosmos-2.5-Transfer"])
 
 
 @pytest.mark.parametrize("variant", ["Cosmos-1.0-Text2World", "Cosmos-2.5-ImageContext"])  # both processor classes
 def test_sdpa_routing_reproduces_the_stock_output_exactly(variant):
-    checks.sdpa_routing_reproduces_the_stock_output_exactly(TINIES[variant])
+    checks.assert_sdpa_routing_reproduces_the_stock_output_exactly(TINIES[variant])
 
 
 @pytest.mark.parametrize("variant", ["Cosmos-1.0-Text2World", "Cosmos-2.5-ImageContext"])
 def test_capture_records_one_softmax_row_set_per_block(variant):
-    checks.capture_records_one_softmax_row_set_per_block(TINIES[variant])
+    checks.assert_capture_records_one_softmax_row_set_per_block(TINIES[variant])
 
 
 def test_the_released_padding_mask_layout_matches_the_official_loop():
@@ -62,10 +62,10 @@ def test_the_released_padding_mask_layout_matches_the_official_loop():
 
         return CosmosTransformer3DModel.from_config({**base.make_transformer().config, "concat_padding_mask": True})
 
-    checks.random_gates_match_the_official_loop(TinyModel("Cosmos", make, base.make_inputs, 4), BLOCK_LISTS, 2)
+    checks.assert_random_gates_match_the_official_loop(TinyModel("Cosmos", make, base.make_inputs, 4), BLOCK_LISTS, 2)
 
 
-def _end_to_end(kind, guidance_scale):
+def _assert_repvideo_end_to_end(kind, guidance_scale):
     from tiny_pipelines_cogvideoxlike import cosmos_call, cosmos_pipeline
 
     pipe = cosmos_pipeline(kind)
@@ -80,11 +80,11 @@ def _end_to_end(kind, guidance_scale):
 
 @pytest.mark.parametrize("guidance_scale", [1.0, 7.0])  # 7.0: a second, unconditional transformer call per step
 def test_cosmos_text2world_pipeline_end_to_end(guidance_scale):
-    _end_to_end("text2world", guidance_scale)
+    _assert_repvideo_end_to_end("text2world", guidance_scale)
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("kind", ["video2world", "2.0-video2world"])
 def test_cosmos_video2world_pipelines_end_to_end(kind):
     """Predict 1.0 (Cosmos VAE, EDM) and Predict 2.0 (Wan VAE, flow matching, per-frame timesteps)."""
-    _end_to_end(kind, 1.0)
+    _assert_repvideo_end_to_end(kind, 1.0)

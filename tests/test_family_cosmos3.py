@@ -50,13 +50,13 @@ TINY = {"video": _joined_outputs(FAMILY.tiny), "video+sound": _joined_outputs(WI
 
 @pytest.mark.parametrize("variant", sorted(TINY))
 def test_zero_gates_give_the_vanilla_output(variant):
-    family_checks.zero_gates_give_the_vanilla_output(TINY[variant])
+    family_checks.assert_zero_gates_give_the_vanilla_output(TINY[variant])
 
 
 @pytest.mark.parametrize("variant", sorted(TINY))
 @pytest.mark.parametrize("window", [2, 3])
 def test_random_gates_match_the_official_loop(variant, window):
-    family_checks.random_gates_match_the_official_loop(TINY[variant], BLOCK_LISTS, window)
+    family_checks.assert_random_gates_match_the_official_loop(TINY[variant], BLOCK_LISTS, window)
 
 
 def test_the_text_stream_is_blended_too():
@@ -74,13 +74,13 @@ def test_the_text_stream_is_blended_too():
 
 
 def test_remove_gives_the_original_bitwise():
-    family_checks.remove_gives_the_original_bitwise(TINY["video"])
+    family_checks.assert_remove_gives_the_original_bitwise(TINY["video"])
 
 
 @pytest.mark.parametrize("config", sorted(TINY))
 def test_checkpointing_gives_the_same_loss_and_gradients(config):
     # Cosmos 3 checkpoints `decoder_layer.__call__` (a bound method): the wrapper finds the layer behind it.
-    family_checks.checkpointing_gives_the_same_loss_and_gradients(TINY[config])
+    family_checks.assert_checkpointing_gives_the_same_loss_and_gradients(TINY[config])
 
 
 # --- pipeline end to end ----------------------------------------------------------------------------------------

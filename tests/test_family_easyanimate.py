@@ -26,32 +26,32 @@ def test_the_tiny_model_has_both_kinds_of_block(tiny):
 
 
 def test_zero_gates_give_the_vanilla_output(tiny):
-    checks.zero_gates_give_the_vanilla_output(tiny)
+    checks.assert_zero_gates_give_the_vanilla_output(tiny)
 
 
 @pytest.mark.parametrize("variant", sorted(TINIES))
 @pytest.mark.parametrize("window", [2, 3])
 def test_random_gates_match_the_official_loop(variant, window):
-    checks.random_gates_match_the_official_loop(TINIES[variant], BLOCK_LISTS, window)
+    checks.assert_random_gates_match_the_official_loop(TINIES[variant], BLOCK_LISTS, window)
 
 
 def test_remove_gives_the_original_bitwise(tiny):
-    checks.remove_gives_the_original_bitwise(tiny)
+    checks.assert_remove_gives_the_original_bitwise(tiny)
 
 
 def test_checkpointing_gives_the_same_loss_and_gradients(tiny):
-    checks.checkpointing_gives_the_same_loss_and_gradients(tiny)
+    checks.assert_checkpointing_gives_the_same_loss_and_gradients(tiny)
 
 
 def test_sdpa_routing_reproduces_the_stock_output_exactly(tiny):
-    checks.sdpa_routing_reproduces_the_stock_output_exactly(tiny)
+    checks.assert_sdpa_routing_reproduces_the_stock_output_exactly(tiny)
 
 
 def test_capture_records_one_softmax_row_set_per_block(tiny):
-    checks.capture_records_one_softmax_row_set_per_block(tiny)
+    checks.assert_capture_records_one_softmax_row_set_per_block(tiny)
 
 
-def _end_to_end(kind, guidance_scale=1.0):
+def _assert_repvideo_end_to_end(kind, guidance_scale=1.0):
     from tiny_pipelines_cogvideoxlike import easyanimate_call, easyanimate_pipeline
 
     pipe = easyanimate_pipeline(kind)
@@ -67,20 +67,20 @@ def _end_to_end(kind, guidance_scale=1.0):
 @pytest.mark.slow
 def test_easyanimate_pipeline_end_to_end():
     """Text-to-video with classifier-free guidance (Qwen2-VL text encoder, tiny and random)."""
-    _end_to_end("t2v", guidance_scale=5.0)
+    _assert_repvideo_end_to_end("t2v", guidance_scale=5.0)
 
 
 @pytest.mark.slow
 def test_easyanimate_inpaint_pipeline_end_to_end():
     """Image-to-video: the first frame given, the rest masked for generation (inpaint latents concatenated)."""
-    _end_to_end("inpaint")
+    _assert_repvideo_end_to_end("inpaint")
 
 
 @pytest.mark.xfail(raises=TypeError, strict=True,
                    reason="diffusers 0.42.1: EasyAnimateControlPipeline.__call__ passes text_encoder_index=0 to its "
                           "own encode_prompt, which takes no such argument, so the pipeline cannot run at all")
 def test_easyanimate_control_pipeline_end_to_end():
-    _end_to_end("control")
+    _assert_repvideo_end_to_end("control")
 
 
 def test_a_tiny_easyanimate_pipeline_trains_only_its_gates_end_to_end(tmp_path):

@@ -14,7 +14,7 @@ require("HeliosTransformer3DModel", "HeliosPipeline", "HeliosPyramidPipeline")
 
 import family_checks  # noqa: E402
 from tiny_pipelines_wanlike2 import (  # noqa: E402
-    check_repvideo_round_trip,
+    assert_repvideo_round_trip,
     helios_frames,
     helios_pipeline,
     pil_image,
@@ -51,28 +51,28 @@ def test_history_tokens_flow_through_the_blocks_with_the_chunk():
 
 
 def test_zero_gates_give_the_vanilla_output():
-    family_checks.zero_gates_give_the_vanilla_output(TINY)
+    family_checks.assert_zero_gates_give_the_vanilla_output(TINY)
 
 
 @pytest.mark.parametrize("window", [2, 3])
 def test_random_gates_match_the_official_loop(window):
-    family_checks.random_gates_match_the_official_loop(TINY, BLOCK_LISTS, window)
+    family_checks.assert_random_gates_match_the_official_loop(TINY, BLOCK_LISTS, window)
 
 
 def test_remove_gives_the_original_bitwise():
-    family_checks.remove_gives_the_original_bitwise(TINY)
+    family_checks.assert_remove_gives_the_original_bitwise(TINY)
 
 
 def test_checkpointing_gives_the_same_loss_and_gradients():
-    family_checks.checkpointing_gives_the_same_loss_and_gradients(TINY)
+    family_checks.assert_checkpointing_gives_the_same_loss_and_gradients(TINY)
 
 
 def test_sdpa_routing_reproduces_the_stock_output_exactly():
-    family_checks.sdpa_routing_reproduces_the_stock_output_exactly(TINY)
+    family_checks.assert_sdpa_routing_reproduces_the_stock_output_exactly(TINY)
 
 
 def test_capture_records_one_softmax_row_set_per_block():
-    family_checks.capture_records_one_softmax_row_set_per_block(TINY)
+    family_checks.assert_capture_records_one_softmax_row_set_per_block(TINY)
 
 
 def test_capture_takes_the_frame_queries_from_the_chunk_after_the_history():
@@ -87,22 +87,22 @@ def test_capture_takes_the_frame_queries_from_the_chunk_after_the_history():
 
 def test_text_to_video_pipeline():
     """Two chunks with classifier-free guidance: every transformer call carries the history context."""
-    check_repvideo_round_trip(helios_pipeline(), helios_frames)
+    assert_repvideo_round_trip(helios_pipeline(), helios_frames)
 
 
 def test_image_to_video_pipeline():
     image = pil_image(32)
-    check_repvideo_round_trip(helios_pipeline(), lambda pipe: helios_frames(pipe, image=image))
+    assert_repvideo_round_trip(helios_pipeline(), lambda pipe: helios_frames(pipe, image=image))
 
 
 def test_video_to_video_pipeline():
     video = pixel_video(5, 32)
-    check_repvideo_round_trip(helios_pipeline(), lambda pipe: helios_frames(pipe, video=video))
+    assert_repvideo_round_trip(helios_pipeline(), lambda pipe: helios_frames(pipe, video=video))
 
 
 def test_pyramid_pipeline():
     """Three resolution stages (64 x 64 frames: 2 x 2, 4 x 4 then 8 x 8 latents), one step each."""
-    check_repvideo_round_trip(helios_pipeline(pyramid=True),
+    assert_repvideo_round_trip(helios_pipeline(pyramid=True),
                               lambda pipe: helios_frames(pipe, size=64, pyramid_num_inference_steps_list=[1, 1, 1]))
 
 

@@ -9,7 +9,7 @@ import torch
 import family_checks as checks
 from repvideo_diffusers import RepVideoConfig, apply_repvideo
 from repvideo_diffusers.families import get_family_by_name, get_transformer_blocks
-from tiny_pipelines_hunyuan import PROMPT, check_repvideo_on_pipeline, hunyuan_video15_frames, hunyuan_video15_pipeline
+from tiny_pipelines_hunyuan import PROMPT, assert_repvideo_on_pipeline, hunyuan_video15_frames, hunyuan_video15_pipeline
 
 if not hasattr(diffusers, "HunyuanVideo15Transformer3DModel"):
     pytest.skip("this diffusers has no HunyuanVideo15Transformer3DModel", allow_module_level=True)
@@ -23,28 +23,28 @@ BLOCK_LISTS = [("transformer_blocks", ("hidden_states", "encoder_hidden_states")
 
 
 def test_zero_gates_give_the_vanilla_output():
-    checks.zero_gates_give_the_vanilla_output(TINY)
+    checks.assert_zero_gates_give_the_vanilla_output(TINY)
 
 
 @pytest.mark.parametrize("window", [2, 3])
 def test_random_gates_match_the_official_loop(window):
-    checks.random_gates_match_the_official_loop(TINY, BLOCK_LISTS, window)
+    checks.assert_random_gates_match_the_official_loop(TINY, BLOCK_LISTS, window)
 
 
 def test_remove_gives_the_original_bitwise():
-    checks.remove_gives_the_original_bitwise(TINY)
+    checks.assert_remove_gives_the_original_bitwise(TINY)
 
 
 def test_checkpointing_gives_the_same_loss_and_gradients():
-    checks.checkpointing_gives_the_same_loss_and_gradients(TINY)
+    checks.assert_checkpointing_gives_the_same_loss_and_gradients(TINY)
 
 
 def test_sdpa_routing_reproduces_the_stock_output_exactly():
-    checks.sdpa_routing_reproduces_the_stock_output_exactly(TINY)
+    checks.assert_sdpa_routing_reproduces_the_stock_output_exactly(TINY)
 
 
 def test_capture_records_one_softmax_row_set_per_block():
-    checks.capture_records_one_softmax_row_set_per_block(TINY)
+    checks.assert_capture_records_one_softmax_row_set_per_block(TINY)
 
 
 def test_the_token_refiner_is_not_gated():
@@ -62,12 +62,12 @@ def test_the_token_refiner_is_not_gated():
 
 def test_the_text_to_video_pipeline_end_to_end():
     pipe = hunyuan_video15_pipeline()
-    check_repvideo_on_pipeline(pipe, hunyuan_video15_frames, num_blocks=4)
+    assert_repvideo_on_pipeline(pipe, hunyuan_video15_frames, num_blocks=4)
 
 
 def test_the_image_to_video_pipeline_end_to_end():
     pipe = hunyuan_video15_pipeline(image_to_video=True)
-    check_repvideo_on_pipeline(pipe, hunyuan_video15_frames, num_blocks=4)
+    assert_repvideo_on_pipeline(pipe, hunyuan_video15_frames, num_blocks=4)
 
 
 # ----------------------------------------------------------------------------------------------------------------

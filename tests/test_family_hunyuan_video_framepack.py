@@ -9,7 +9,7 @@ import pytest
 import family_checks as checks
 from repvideo_diffusers import RepVideoConfig, apply_repvideo
 from repvideo_diffusers.families import get_family, get_family_by_name, get_transformer_blocks
-from tiny_pipelines_hunyuan import check_repvideo_on_pipeline, framepack_frames, framepack_pipeline
+from tiny_pipelines_hunyuan import assert_repvideo_on_pipeline, framepack_frames, framepack_pipeline
 
 if not hasattr(diffusers, "HunyuanVideoFramepackTransformer3DModel"):
     pytest.skip("this diffusers has no HunyuanVideoFramepackTransformer3DModel", allow_module_level=True)
@@ -24,20 +24,20 @@ BLOCK_LISTS = [("transformer_blocks", JOINT, (0, 1)), ("single_transformer_block
 
 
 def test_zero_gates_give_the_vanilla_output():
-    checks.zero_gates_give_the_vanilla_output(TINY)
+    checks.assert_zero_gates_give_the_vanilla_output(TINY)
 
 
 @pytest.mark.parametrize("window", [2, 3])
 def test_random_gates_match_the_official_loop(window):
-    checks.random_gates_match_the_official_loop(TINY, BLOCK_LISTS, window)
+    checks.assert_random_gates_match_the_official_loop(TINY, BLOCK_LISTS, window)
 
 
 def test_remove_gives_the_original_bitwise():
-    checks.remove_gives_the_original_bitwise(TINY)
+    checks.assert_remove_gives_the_original_bitwise(TINY)
 
 
 def test_checkpointing_gives_the_same_loss_and_gradients():
-    checks.checkpointing_gives_the_same_loss_and_gradients(TINY)
+    checks.assert_checkpointing_gives_the_same_loss_and_gradients(TINY)
 
 
 def test_it_is_a_family_of_its_own_not_hunyuan_video():
@@ -76,6 +76,6 @@ def test_the_framepack_pipeline_end_to_end(sampling):
     from diffusers.pipelines.hunyuan_video.pipeline_hunyuan_video_framepack import FramepackSamplingType
 
     sampling_type = getattr(FramepackSamplingType, sampling)
-    check_repvideo_on_pipeline(framepack_pipeline(),
+    assert_repvideo_on_pipeline(framepack_pipeline(),
                                lambda pipe: framepack_frames(pipe, sampling_type=sampling_type), num_blocks=5)
 

@@ -66,29 +66,29 @@ def test_the_tiny_blocks_are_not_the_identity():
 
 @pytest.mark.parametrize("variant", sorted(TINY))
 def test_zero_gates_give_the_vanilla_output(variant):
-    family_checks.zero_gates_give_the_vanilla_output(TINY[variant])
+    family_checks.assert_zero_gates_give_the_vanilla_output(TINY[variant])
 
 
 @pytest.mark.parametrize("variant", sorted(TINY))
 @pytest.mark.parametrize("window", [2, 3])
 def test_random_gates_match_the_official_loop(variant, window):
-    family_checks.random_gates_match_the_official_loop(TINY[variant], BLOCK_LISTS, window)
+    family_checks.assert_random_gates_match_the_official_loop(TINY[variant], BLOCK_LISTS, window)
 
 
 def test_remove_gives_the_original_bitwise():
-    family_checks.remove_gives_the_original_bitwise(TINY["T2V"])
+    family_checks.assert_remove_gives_the_original_bitwise(TINY["T2V"])
 
 
 def test_checkpointing_gives_the_same_loss_and_gradients():
-    family_checks.checkpointing_gives_the_same_loss_and_gradients(TINY["T2V"])
+    family_checks.assert_checkpointing_gives_the_same_loss_and_gradients(TINY["T2V"])
 
 
 def test_sdpa_routing_reproduces_the_stock_output_exactly():
-    family_checks.sdpa_routing_reproduces_the_stock_output_exactly(TINY["T2V"])
+    family_checks.assert_sdpa_routing_reproduces_the_stock_output_exactly(TINY["T2V"])
 
 
 def test_capture_records_one_softmax_row_set_per_block():
-    family_checks.capture_records_one_softmax_row_set_per_block(TINY["T2V"])
+    family_checks.assert_capture_records_one_softmax_row_set_per_block(TINY["T2V"])
 
 
 def test_capture_covers_the_video_self_attention_only():

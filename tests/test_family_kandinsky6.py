@@ -88,13 +88,13 @@ def test_the_tiny_blocks_are_not_the_identity_for_either_stream():
 
 @pytest.mark.parametrize("variant", ["audio", "video only"])
 def test_zero_gates_give_the_vanilla_output(variant):
-    family_checks.zero_gates_give_the_vanilla_output(TINY[variant])
+    family_checks.assert_zero_gates_give_the_vanilla_output(TINY[variant])
 
 
 @pytest.mark.parametrize("variant", sorted(TINY))
 @pytest.mark.parametrize("window", [2, 3])
 def test_random_gates_match_the_official_loop(variant, window):
-    family_checks.random_gates_match_the_official_loop(TINY[variant], REFERENCE[variant], window)
+    family_checks.assert_random_gates_match_the_official_loop(TINY[variant], REFERENCE[variant], window)
 
 
 def test_the_audio_stream_is_blended_and_both_outputs_change():
@@ -133,12 +133,12 @@ def test_a_video_only_call_after_an_audio_call_blends_the_video_alone():
 
 @pytest.mark.parametrize("variant", ["audio", "video only"])
 def test_remove_gives_the_original_bitwise(variant):
-    family_checks.remove_gives_the_original_bitwise(TINY[variant])
+    family_checks.assert_remove_gives_the_original_bitwise(TINY[variant])
 
 
 @pytest.mark.parametrize("variant", ["audio", "video only"])
 def test_checkpointing_gives_the_same_loss_and_gradients(variant):
-    family_checks.checkpointing_gives_the_same_loss_and_gradients(TINY[variant])
+    family_checks.assert_checkpointing_gives_the_same_loss_and_gradients(TINY[variant])
 
 
 def test_the_captured_attention_is_the_nested_video_self_attention_and_every_processor_is_known():
@@ -245,8 +245,8 @@ def test_generate_videos_writes_the_video_of_the_pipeline(pipe, tmp_path):
 
 @pytest.mark.parametrize("tiny", [_both_outputs(FAMILY.tiny), FAMILY.tiny], ids=["video+audio", "video output"])
 def test_sdpa_routing_reproduces_the_stock_output_exactly(tiny):
-    family_checks.sdpa_routing_reproduces_the_stock_output_exactly(tiny)
+    family_checks.assert_sdpa_routing_reproduces_the_stock_output_exactly(tiny)
 
 
 def test_capture_records_one_softmax_row_set_per_block_of_the_video_self_attention():
-    family_checks.capture_records_one_softmax_row_set_per_block(FAMILY.tiny)
+    family_checks.assert_capture_records_one_softmax_row_set_per_block(FAMILY.tiny)

@@ -20,16 +20,16 @@ TINY = get_family_by_name("Kandinsky6-SR").tiny
 
 
 def test_zero_gates_give_the_vanilla_output():
-    family_checks.zero_gates_give_the_vanilla_output(TINY)
+    family_checks.assert_zero_gates_give_the_vanilla_output(TINY)
 
 
 @pytest.mark.parametrize("window", [2, 3])
 def test_random_gates_match_the_official_loop(window):
-    family_checks.random_gates_match_the_official_loop(TINY, BLOCK_LISTS, window)
+    family_checks.assert_random_gates_match_the_official_loop(TINY, BLOCK_LISTS, window)
 
 
 def test_remove_gives_the_original_bitwise():
-    family_checks.remove_gives_the_original_bitwise(TINY)
+    family_checks.assert_remove_gives_the_original_bitwise(TINY)
 
 
 def test_no_attention_facts_because_the_attention_never_calls_sdpa():
@@ -47,7 +47,7 @@ def test_checkpointing_gives_the_same_loss_and_gradients():
     def on_cuda(g, b):
         return {k: v.cuda() if torch.is_tensor(v) else v for k, v in TINY.make_inputs(g, b).items()}
 
-    family_checks.checkpointing_gives_the_same_loss_and_gradients(
+    family_checks.assert_checkpointing_gives_the_same_loss_and_gradients(
         TinyModel(TINY.family, lambda: TINY.make_transformer().cuda(), on_cuda, TINY.num_blocks))
 
 

@@ -85,15 +85,15 @@ def test_random_gates_match_the_official_loop_in_one_canonical_layout(window):
 
 
 def test_zero_gates_give_the_vanilla_output():
-    checks.zero_gates_give_the_vanilla_output(LATTE.tiny)
+    checks.assert_zero_gates_give_the_vanilla_output(LATTE.tiny)
 
 
 def test_remove_gives_the_original_bitwise():
-    checks.remove_gives_the_original_bitwise(LATTE.tiny)
+    checks.assert_remove_gives_the_original_bitwise(LATTE.tiny)
 
 
 def test_checkpointing_gives_the_same_loss_and_gradients():
-    checks.checkpointing_gives_the_same_loss_and_gradients(LATTE.tiny)
+    checks.assert_checkpointing_gives_the_same_loss_and_gradients(LATTE.tiny)
 
 
 def test_without_temporal_attention_only_the_spatial_gates_act():

@@ -58,13 +58,13 @@ TINY = {"LTX-2": _both_outputs(FAMILY.tiny), "LTX-2.3": _both_outputs(LTX23)}
 
 @pytest.mark.parametrize("variant", sorted(TINY))
 def test_zero_gates_give_the_vanilla_output(variant):
-    family_checks.zero_gates_give_the_vanilla_output(TINY[variant])
+    family_checks.assert_zero_gates_give_the_vanilla_output(TINY[variant])
 
 
 @pytest.mark.parametrize("variant", sorted(TINY))
 @pytest.mark.parametrize("window", [2, 3])
 def test_random_gates_match_the_official_loop(variant, window):
-    family_checks.random_gates_match_the_official_loop(TINY[variant], BLOCK_LISTS, window)
+    family_checks.assert_random_gates_match_the_official_loop(TINY[variant], BLOCK_LISTS, window)
 
 
 def test_the_audio_stream_is_blended_and_both_outputs_change():
@@ -86,22 +86,22 @@ def test_the_audio_stream_is_blended_and_both_outputs_change():
 
 
 def test_remove_gives_the_original_bitwise():
-    family_checks.remove_gives_the_original_bitwise(TINY["LTX-2"])
+    family_checks.assert_remove_gives_the_original_bitwise(TINY["LTX-2"])
 
 
 @pytest.mark.parametrize("variant", sorted(TINY))
 def test_checkpointing_gives_the_same_loss_and_gradients(variant):
-    family_checks.checkpointing_gives_the_same_loss_and_gradients(TINY[variant])
+    family_checks.assert_checkpointing_gives_the_same_loss_and_gradients(TINY[variant])
 
 
 @pytest.mark.parametrize("variant", sorted(TINY))
 def test_sdpa_routing_reproduces_the_stock_output_exactly(variant):
-    family_checks.sdpa_routing_reproduces_the_stock_output_exactly(TINY[variant])
+    family_checks.assert_sdpa_routing_reproduces_the_stock_output_exactly(TINY[variant])
 
 
 @pytest.mark.parametrize("variant", sorted(TINY))
 def test_capture_records_one_softmax_row_set_per_block(variant):
-    family_checks.capture_records_one_softmax_row_set_per_block(TINY[variant])
+    family_checks.assert_capture_records_one_softmax_row_set_per_block(TINY[variant])
 
 
 def test_capture_covers_the_video_self_attention_only():

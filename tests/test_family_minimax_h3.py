@@ -25,20 +25,20 @@ BLOCK_LISTS = [("transformer_blocks", ("hidden_states",), None)]
 
 
 def test_zero_gates_give_the_vanilla_output():
-    checks.zero_gates_give_the_vanilla_output(TINY)
+    checks.assert_zero_gates_give_the_vanilla_output(TINY)
 
 
 @pytest.mark.parametrize("window", [2, 3])
 def test_random_gates_match_the_official_loop(window):
-    checks.random_gates_match_the_official_loop(TINY, BLOCK_LISTS, window)
+    checks.assert_random_gates_match_the_official_loop(TINY, BLOCK_LISTS, window)
 
 
 def test_remove_gives_the_original_bitwise():
-    checks.remove_gives_the_original_bitwise(TINY)
+    checks.assert_remove_gives_the_original_bitwise(TINY)
 
 
 def test_checkpointing_gives_the_same_loss_and_gradients():
-    checks.checkpointing_gives_the_same_loss_and_gradients(TINY)
+    checks.assert_checkpointing_gives_the_same_loss_and_gradients(TINY)
 
 
 def test_the_audio_output_follows_the_gates_too():

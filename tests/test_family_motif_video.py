@@ -10,7 +10,7 @@ import torch
 import family_checks as checks
 from repvideo_diffusers import RepVideoConfig, apply_repvideo
 from repvideo_diffusers.families import TinyModel, get_family_by_name, get_transformer_blocks
-from tiny_pipelines_hunyuan import PROMPT, check_repvideo_on_pipeline, motif_frames, motif_pipeline
+from tiny_pipelines_hunyuan import PROMPT, assert_repvideo_on_pipeline, motif_frames, motif_pipeline
 
 if not hasattr(diffusers, "MotifVideoTransformer3DModel"):
     pytest.skip("this diffusers has no MotifVideoTransformer3DModel", allow_module_level=True)
@@ -60,28 +60,28 @@ def tiny(request):
 
 
 def test_zero_gates_give_the_vanilla_output(tiny):
-    checks.zero_gates_give_the_vanilla_output(tiny)
+    checks.assert_zero_gates_give_the_vanilla_output(tiny)
 
 
 @pytest.mark.parametrize("window", [2, 3])
 def test_random_gates_match_the_official_loop(tiny, window):
-    checks.random_gates_match_the_official_loop(tiny, BLOCK_LISTS, window)
+    checks.assert_random_gates_match_the_official_loop(tiny, BLOCK_LISTS, window)
 
 
 def test_remove_gives_the_original_bitwise(tiny):
-    checks.remove_gives_the_original_bitwise(tiny)
+    checks.assert_remove_gives_the_original_bitwise(tiny)
 
 
 def test_checkpointing_gives_the_same_loss_and_gradients(tiny):
-    checks.checkpointing_gives_the_same_loss_and_gradients(tiny)
+    checks.assert_checkpointing_gives_the_same_loss_and_gradients(tiny)
 
 
 def test_sdpa_routing_reproduces_the_stock_output_exactly():
-    checks.sdpa_routing_reproduces_the_stock_output_exactly(TINY)
+    checks.assert_sdpa_routing_reproduces_the_stock_output_exactly(TINY)
 
 
 def test_capture_records_one_softmax_row_set_per_block():
-    checks.capture_records_one_softmax_row_set_per_block(TINY)
+    checks.assert_capture_records_one_softmax_row_set_per_block(TINY)
 
 
 def test_the_decoder_blocks_are_neither_gated_nor_hooked():
@@ -102,7 +102,7 @@ def test_the_decoder_blocks_are_neither_gated_nor_hooked():
 
 
 def test_the_text_to_video_pipeline_end_to_end():
-    check_repvideo_on_pipeline(motif_pipeline(), motif_frames, num_blocks=4)  # 2 dual + 2 encoder single
+    assert_repvideo_on_pipeline(motif_pipeline(), motif_frames, num_blocks=4)  # 2 dual + 2 encoder single
 
 
 def test_the_image_to_video_pipeline_end_to_end():
@@ -110,7 +110,7 @@ def test_the_image_to_video_pipeline_end_to_end():
     image_embeds = []
     handle = pipe.transformer.register_forward_pre_hook(
         lambda module, args, kwargs: image_embeds.append(kwargs.get("image_embeds")), with_kwargs=True)
-    check_repvideo_on_pipeline(pipe, motif_frames, num_blocks=4)
+    assert_repvideo_on_pipeline(pipe, motif_frames, num_blocks=4)
     handle.remove()
     assert image_embeds and all(torch.is_tensor(e) for e in image_embeds)  # the image really conditions the model
 

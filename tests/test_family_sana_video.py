@@ -13,7 +13,7 @@ require("SanaVideoTransformer3DModel", "SanaVideoPipeline", "SanaImageToVideoPip
 
 import family_checks  # noqa: E402
 from tiny_pipelines_wanlike2 import (  # noqa: E402
-    check_repvideo_round_trip,
+    assert_repvideo_round_trip,
     pil_image,
     sana_video_frames,
     sana_video_pipeline,
@@ -35,20 +35,20 @@ def test_the_class_belongs_to_its_family():
 
 
 def test_zero_gates_give_the_vanilla_output():
-    family_checks.zero_gates_give_the_vanilla_output(TINY)
+    family_checks.assert_zero_gates_give_the_vanilla_output(TINY)
 
 
 @pytest.mark.parametrize("window", [2, 3])
 def test_random_gates_match_the_official_loop(window):
-    family_checks.random_gates_match_the_official_loop(TINY, BLOCK_LISTS, window)
+    family_checks.assert_random_gates_match_the_official_loop(TINY, BLOCK_LISTS, window)
 
 
 def test_remove_gives_the_original_bitwise():
-    family_checks.remove_gives_the_original_bitwise(TINY)
+    family_checks.assert_remove_gives_the_original_bitwise(TINY)
 
 
 def test_checkpointing_gives_the_same_loss_and_gradients():
-    family_checks.checkpointing_gives_the_same_loss_and_gradients(TINY)
+    family_checks.assert_checkpointing_gives_the_same_loss_and_gradients(TINY)
 
 
 def test_padded_text_is_masked_with_and_without_repvideo():
@@ -71,10 +71,10 @@ def test_linear_self_attention_has_no_attention_facts():
 
 
 def test_text_to_video_pipeline():
-    check_repvideo_round_trip(sana_video_pipeline(), sana_video_frames)
+    assert_repvideo_round_trip(sana_video_pipeline(), sana_video_frames)
 
 
 def test_image_to_video_pipeline():
     image = pil_image(32)
-    check_repvideo_round_trip(sana_video_pipeline(image_to_video=True),
+    assert_repvideo_round_trip(sana_video_pipeline(image_to_video=True),
                               lambda pipe: sana_video_frames(pipe, image=image))

@@ -29,12 +29,12 @@ def test_the_tiny_model_runs_both_attention_kinds_and_uses_the_camera():
 
 
 def test_zero_gates_give_the_vanilla_output():
-    family_checks.zero_gates_give_the_vanilla_output(TINY)
+    family_checks.assert_zero_gates_give_the_vanilla_output(TINY)
 
 
 @pytest.mark.parametrize("window", [2, 3])
 def test_random_gates_match_the_official_loop(window):
-    family_checks.random_gates_match_the_official_loop(TINY_LINEAR, BLOCK_LISTS, window)
+    family_checks.assert_random_gates_match_the_official_loop(TINY_LINEAR, BLOCK_LISTS, window)
 
 
 @pytest.mark.parametrize("seed", [0, 1])
@@ -57,11 +57,11 @@ def test_random_gates_match_the_official_loop_within_the_softmax_blocks_bfloat16
 
 
 def test_remove_gives_the_original_bitwise():
-    family_checks.remove_gives_the_original_bitwise(TINY)
+    family_checks.assert_remove_gives_the_original_bitwise(TINY)
 
 
 def test_checkpointing_gives_the_same_loss_and_gradients():
-    family_checks.checkpointing_gives_the_same_loss_and_gradients(TINY)
+    family_checks.assert_checkpointing_gives_the_same_loss_and_gradients(TINY)
 
 
 def test_pipeline_zero_gates_change_nothing_and_disable_restores_bitwise():

@@ -43,13 +43,13 @@ TINY_CACHED = _with_kv_cache(TINY)
 
 @pytest.mark.parametrize("tiny", [TINY, TINY_CACHED], ids=["plain", "kv-cache"])
 def test_zero_gates_give_the_vanilla_output(tiny):
-    family_checks.zero_gates_give_the_vanilla_output(tiny)
+    family_checks.assert_zero_gates_give_the_vanilla_output(tiny)
 
 
 @pytest.mark.parametrize("tiny", [TINY, TINY_CACHED], ids=["plain", "kv-cache"])
 @pytest.mark.parametrize("window", [2, 3])
 def test_random_gates_match_the_official_loop(tiny, window):
-    family_checks.random_gates_match_the_official_loop(tiny, BLOCK_LISTS, window)
+    family_checks.assert_random_gates_match_the_official_loop(tiny, BLOCK_LISTS, window)
 
 
 def test_the_kv_cache_reaches_the_attention():
@@ -59,7 +59,7 @@ def test_the_kv_cache_reaches_the_attention():
 
 
 def test_remove_gives_the_original_bitwise():
-    family_checks.remove_gives_the_original_bitwise(TINY)
+    family_checks.assert_remove_gives_the_original_bitwise(TINY)
 
 
 def test_no_gradient_checkpointing_because_the_model_does_not_support_it():

@@ -51,33 +51,33 @@ def test_the_transformer_has_its_own_family_and_is_not_taken_for_wan():
 
 @pytest.mark.parametrize("model", sorted(MODELS))
 def test_zero_gates_give_the_vanilla_output(model):
-    checks.zero_gates_give_the_vanilla_output(MODELS[model])
+    checks.assert_zero_gates_give_the_vanilla_output(MODELS[model])
 
 
 @pytest.mark.parametrize("window", [2, 3])
 @pytest.mark.parametrize("model", sorted(MODELS))
 def test_random_gates_match_the_official_loop(model, window):
-    checks.random_gates_match_the_official_loop(MODELS[model], BLOCK_LISTS, window)
+    checks.assert_random_gates_match_the_official_loop(MODELS[model], BLOCK_LISTS, window)
 
 
 @pytest.mark.parametrize("model", sorted(MODELS))
 def test_remove_gives_the_original_bitwise(model):
-    checks.remove_gives_the_original_bitwise(MODELS[model])
+    checks.assert_remove_gives_the_original_bitwise(MODELS[model])
 
 
 @pytest.mark.parametrize("model", sorted(MODELS))
 def test_checkpointing_gives_the_same_loss_and_gradients(model):
-    checks.checkpointing_gives_the_same_loss_and_gradients(MODELS[model])
+    checks.assert_checkpointing_gives_the_same_loss_and_gradients(MODELS[model])
 
 
 @pytest.mark.parametrize("model", sorted(MODELS))
 def test_sdpa_routing_reproduces_the_stock_output_exactly(model):
-    checks.sdpa_routing_reproduces_the_stock_output_exactly(MODELS[model])
+    checks.assert_sdpa_routing_reproduces_the_stock_output_exactly(MODELS[model])
 
 
 @pytest.mark.parametrize("model", sorted(MODELS))
 def test_capture_records_one_softmax_row_set_per_block(model):
-    checks.capture_records_one_softmax_row_set_per_block(MODELS[model])
+    checks.assert_capture_records_one_softmax_row_set_per_block(MODELS[model])
 
 
 def test_the_diffusion_forcing_configuration_really_masks_attention_causally():
@@ -110,7 +110,7 @@ def test_training_facts_invert_the_decode_normalisation_and_feed_the_transformer
 
 @pytest.mark.parametrize("builder", ["skyreels_v2_pipeline", "skyreels_v2_i2v_pipeline", "skyreels_v2_df_pipeline"])
 def test_pipeline_end_to_end(builder):
-    pipelines.check_repvideo_round_trip(getattr(pipelines, builder)())
+    pipelines.assert_repvideo_round_trip(getattr(pipelines, builder)())
 
 
 def test_the_text_to_video_pipeline_trains_only_its_gates(tmp_path):
@@ -135,12 +135,12 @@ def test_the_text_to_video_pipeline_trains_only_its_gates(tmp_path):
 
 
 def test_repvideo_generate_runs_a_saved_pipeline(tmp_path):
-    pipelines.check_generate_from_a_saved_folder(pipelines.skyreels_v2_pipeline(), tmp_path)
+    pipelines.assert_generate_from_a_saved_folder(pipelines.skyreels_v2_pipeline(), tmp_path)
 
 
 @pytest.mark.parametrize("builder", ["skyreels_v2_pipeline", "skyreels_v2_i2v_pipeline"])
 def test_analyze_reports_every_block_of_every_step(builder):
-    pipelines.check_analyze(getattr(pipelines, builder)())
+    pipelines.assert_analyze_reports(getattr(pipelines, builder)())
 
 
 def test_analyze_on_the_diffusion_forcing_pipeline():

@@ -25,24 +25,24 @@ def test_the_transformer_has_its_own_family_and_is_not_taken_for_wan():
 
 
 def test_zero_gates_give_the_vanilla_output():
-    checks.zero_gates_give_the_vanilla_output(TINY)
+    checks.assert_zero_gates_give_the_vanilla_output(TINY)
 
 
 @pytest.mark.parametrize("window", [2, 3])
 def test_random_gates_match_the_official_loop(window):
-    checks.random_gates_match_the_official_loop(TINY, BLOCK_LISTS, window)
+    checks.assert_random_gates_match_the_official_loop(TINY, BLOCK_LISTS, window)
 
 
 def test_remove_gives_the_original_bitwise():
-    checks.remove_gives_the_original_bitwise(TINY)
+    checks.assert_remove_gives_the_original_bitwise(TINY)
 
 
 def test_checkpointing_gives_the_same_loss_and_gradients():
-    checks.checkpointing_gives_the_same_loss_and_gradients(TINY)
+    checks.assert_checkpointing_gives_the_same_loss_and_gradients(TINY)
 
 
 def test_sdpa_routing_reproduces_the_stock_output_exactly():
-    checks.sdpa_routing_reproduces_the_stock_output_exactly(TINY)
+    checks.assert_sdpa_routing_reproduces_the_stock_output_exactly(TINY)
 
 
 def test_sdpa_routing_reaches_the_face_adapters_too():
@@ -57,7 +57,7 @@ def test_sdpa_routing_reaches_the_face_adapters_too():
 
 
 def test_capture_records_one_softmax_row_set_per_block():
-    checks.capture_records_one_softmax_row_set_per_block(TINY)
+    checks.assert_capture_records_one_softmax_row_set_per_block(TINY)
 
 
 def test_the_face_adapters_are_not_gated_and_see_the_blocks_outputs():
@@ -87,8 +87,8 @@ def test_pipeline_end_to_end(case):
         # 9 frames in segments of 5 with 1 frame of overlap: the second segment is conditioned on the first
         "two_segments": dict(pose_video=pipelines.video(9, 1), face_video=pipelines.video(9, 2, size=8)),
     }[case]
-    pipelines.check_repvideo_round_trip(pipelines.wan_animate_pipeline(), **overrides)
+    pipelines.assert_repvideo_round_trip(pipelines.wan_animate_pipeline(), **overrides)
 
 
 def test_analyze_reports_every_block_of_every_step():
-    pipelines.check_analyze(pipelines.wan_animate_pipeline())
+    pipelines.assert_analyze_reports(pipelines.wan_animate_pipeline())

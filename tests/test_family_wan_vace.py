@@ -25,28 +25,28 @@ def test_the_transformer_has_its_own_family_and_is_not_taken_for_wan():
 
 
 def test_zero_gates_give_the_vanilla_output():
-    checks.zero_gates_give_the_vanilla_output(TINY)
+    checks.assert_zero_gates_give_the_vanilla_output(TINY)
 
 
 @pytest.mark.parametrize("window", [2, 3])
 def test_random_gates_match_the_official_loop(window):
-    checks.random_gates_match_the_official_loop(TINY, BLOCK_LISTS, window)
+    checks.assert_random_gates_match_the_official_loop(TINY, BLOCK_LISTS, window)
 
 
 def test_remove_gives_the_original_bitwise():
-    checks.remove_gives_the_original_bitwise(TINY)
+    checks.assert_remove_gives_the_original_bitwise(TINY)
 
 
 def test_checkpointing_gives_the_same_loss_and_gradients():
-    checks.checkpointing_gives_the_same_loss_and_gradients(TINY)
+    checks.assert_checkpointing_gives_the_same_loss_and_gradients(TINY)
 
 
 def test_sdpa_routing_reproduces_the_stock_output_exactly():
-    checks.sdpa_routing_reproduces_the_stock_output_exactly(TINY)
+    checks.assert_sdpa_routing_reproduces_the_stock_output_exactly(TINY)
 
 
 def test_capture_records_one_softmax_row_set_per_block():
-    checks.capture_records_one_softmax_row_set_per_block(TINY)
+    checks.assert_capture_records_one_softmax_row_set_per_block(TINY)
 
 
 def test_the_vace_branch_is_not_gated_and_its_hints_are_the_same_with_repvideo():
@@ -72,13 +72,13 @@ def test_pipeline_end_to_end(control):
     if control:  # a source video, an inpainting mask and a reference image through the VACE branch
         overrides = dict(video=pipelines.video(5, 3), mask=[pipelines.image(7).convert("L")] * 5,
                          reference_images=[pipelines.image(9)])
-    pipelines.check_repvideo_round_trip(pipelines.wan_vace_pipeline(), **overrides)
+    pipelines.assert_repvideo_round_trip(pipelines.wan_vace_pipeline(), **overrides)
 
 
 def test_repvideo_generate_runs_a_saved_pipeline(tmp_path):
     """A prompt alone is a valid VACE call (no control video: text-to-video), so `repvideo generate` works."""
-    pipelines.check_generate_from_a_saved_folder(pipelines.wan_vace_pipeline(), tmp_path)
+    pipelines.assert_generate_from_a_saved_folder(pipelines.wan_vace_pipeline(), tmp_path)
 
 
 def test_analyze_reports_every_block_of_every_step():
-    pipelines.check_analyze(pipelines.wan_vace_pipeline())
+    pipelines.assert_analyze_reports(pipelines.wan_vace_pipeline())

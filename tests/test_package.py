@@ -217,9 +217,12 @@ def test_deprecated_module_paths_still_import_with_a_future_warning(module, name
 
 
 def test_old_module_paths_that_became_packages_keep_their_public_names():
-    from repvideo_diffusers.analysis import analyze, save_report  # noqa: F401
-    from repvideo_diffusers.attention import capture_attention, probe_xformers  # noqa: F401
-    from repvideo_diffusers.convert import convert_sat_checkpoint, export_sat  # noqa: F401
+    from repvideo_diffusers import analysis, attention, convert
+
+    for module, names in ((analysis, ("analyze", "save_report", "attention_similarity", "plot_gates")),
+                          (attention, ("capture_attention", "probe_xformers", "attention_rows")),
+                          (convert, ("convert_sat_checkpoint", "export_sat", "load_sat_state_dict"))):
+        assert all(callable(getattr(module, name)) for name in names), module.__name__
 
 
 def test_supported_models_is_a_live_view_of_the_registry():

@@ -76,7 +76,7 @@ def image(size: int = 32, seed: int = 0):
     return Image.fromarray(pixels)
 
 
-def check_repvideo_on_pipeline(pipe, frames, num_blocks: int):
+def assert_repvideo_on_pipeline(pipe, frames, num_blocks: int):
     """One gate per gated block; zero gates change nothing, 0.6 gates change the output, `disable_repvideo` restores
     it bitwise."""
     from repvideo_diffusers import RepVideoConfig

@@ -179,7 +179,7 @@ def run(pipe, steps: int = 3, seed: int = 0, **overrides):
         return _latents(pipe(**call_arguments(pipe, steps, seed, **overrides)).frames)
 
 
-def check_repvideo_round_trip(pipe, **overrides) -> None:
+def assert_repvideo_round_trip(pipe, **overrides) -> None:
     """Zero gates: the very same latents; 0.6 gates: other latents; `disable_repvideo`: the same latents again."""
     from repvideo_diffusers import RepVideoConfig
     from repvideo_diffusers.families import get_transformer_blocks
@@ -196,7 +196,7 @@ def check_repvideo_round_trip(pipe, **overrides) -> None:
     assert np.array_equal(run(pipe, **overrides), vanilla)
 
 
-def check_generate_from_a_saved_folder(pipe, folder) -> None:
+def assert_generate_from_a_saved_folder(pipe, folder) -> None:
     """`repvideo generate --model <folder>` runs the saved pipeline with RepVideo and writes every frame."""
     from repvideo_diffusers.cli import main as cli_main
     from repvideo_diffusers.utils.video import read_video
@@ -209,7 +209,7 @@ def check_generate_from_a_saved_folder(pipe, folder) -> None:
     assert read_video(out)[0].shape == (5, 16, 16, 3)
 
 
-def check_analyze(pipe, steps: int = 2, **overrides) -> None:
+def assert_analyze_reports(pipe, steps: int = 2, **overrides) -> None:
     """`repvideo_diffusers.analysis.analyze` runs the pipeline twice and reports per step and block (32 x 32 pixels:
     2 x 2 tokens per latent frame)."""
     from repvideo_diffusers import RepVideoConfig

@@ -29,7 +29,7 @@ def as_array(frames) -> np.ndarray:
     return frames.detach().float().cpu().numpy() if torch.is_tensor(frames) else np.asarray(frames)
 
 
-def check_repvideo_round_trip(pipe, generate) -> None:
+def assert_repvideo_round_trip(pipe, generate) -> None:
     """Zero gates give the vanilla output bitwise, 0.6 gates change it, ``disable_repvideo`` restores it bitwise.
 
     ``generate(pipe)`` runs the pipeline with a fixed seed and returns what it made (latents or frames).
