@@ -74,7 +74,7 @@ def test_quantized_transformer_keeps_float_gates_and_gates_zero_equal_the_quanti
     transformer, inputs = TINY_MODELS[family].build(seed=0)
     full = _output(transformer, inputs)
     transformer.save_pretrained(tmp_path)
-    quantized = type(transformer).from_pretrained(tmp_path, quantization_config=config, torch_dtype=torch.float32).eval()
+    quantized = type(transformer).from_pretrained(tmp_path, quantization_config=config, dtype=torch.float32).eval()
 
     assert _quantized_linear_weights(quantized), "nothing was quantized: the test would prove nothing"
     assert (_output(quantized, inputs) - full).abs().max() > 1e-5  # int8 weights: not the float model
@@ -88,7 +88,7 @@ def test_pipeline_quantization_config_pipeline_runs_with_repvideo_and_gates_zero
     # quant_mapping: with transformers installed, quant_backend="torchao" / "quanto" is refused by diffusers 0.42
     # ("the signatures of the quantization config classes in diffusers and transformers don't match").
     config = PipelineQuantizationConfig(quant_mapping={"transformer": _quantization_config(backend)})
-    pipe = CogVideoXPipeline.from_pretrained(tiny_pipeline_dir, quantization_config=config, torch_dtype=torch.float32)
+    pipe = CogVideoXPipeline.from_pretrained(tiny_pipeline_dir, quantization_config=config, dtype=torch.float32)
     assert _quantized_linear_weights(pipe.transformer)
     assert not _quantized_linear_weights(pipe.text_encoder)  # only the transformer was asked for
 
@@ -121,7 +121,8 @@ def test_float8_layerwise_casting_storage_is_not_a_dtype_for_the_gates():
 @pytest.mark.parametrize("bits", [8, 4])
 @pytest.mark.parametrize("family", FAMILIES)
 def test_bitsandbytes_transformer_on_cuda_keeps_float_gates_and_gates_zero_equal_it(bits, family, tmp_path):
-    pytest.importorskip("bitsandbytes", reason="bitsandbytes is optional: pip install 'repvideo-diffusers[quantization]'")
+    pytest.importorskip("bitsandbytes",
+                        reason="bitsandbytes is optional: pip install 'repvideo-diffusers[quantization]'")
     from diffusers import BitsAndBytesConfig
 
     dtype = torch.float16
@@ -129,7 +130,7 @@ def test_bitsandbytes_transformer_on_cuda_keeps_float_gates_and_gates_zero_equal
               BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=dtype))
     transformer, inputs = TINY_MODELS[family].build(seed=0)
     transformer.save_pretrained(tmp_path)
-    quantized = type(transformer).from_pretrained(tmp_path, quantization_config=config, torch_dtype=dtype).eval()
+    quantized = type(transformer).from_pretrained(tmp_path, quantization_config=config, dtype=dtype).eval()
     storage = {p.dtype for p in quantized.parameters()}
     assert storage & {torch.int8, torch.uint8}, f"nothing stored in 8 or 4 bits: {storage}"
     # float16, or float32 where the model keeps its first parameters in float32 (Wan's `_keep_in_fp32_modules`)
