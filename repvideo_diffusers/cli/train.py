@@ -44,7 +44,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--gate-init", type=finite, default=0.5,
                         help="initial gates in [0, 1]; 0 = start from the base model")
     parser.add_argument("--window", type=count, default=6, help="feature-cache window (6: the official)")
-    parser.add_argument("--gates", default=None, help="start from saved gates (folder or Hub id) instead of fresh ones")
+    parser.add_argument("--gates", default=None, help="start from saved gates (folder or Hub id) (default: fresh gates at --gate-init)")
     parser.add_argument("--lora-rank", type=count, default=16, help="LoRA rank for --train lora")
     parser.add_argument("--lora-alpha", type=number, default=None, help="LoRA alpha (default: the rank)")
     parser.add_argument("--lr-scheduler", default="constant", help="diffusers.optimization scheduler")
