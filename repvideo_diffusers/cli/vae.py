@@ -58,7 +58,8 @@ def register(subparsers) -> None:
 
     train = add_parser(commands, "train", help="train a CV-VAE initialised from an image VAE (AutoencoderKL)")
     train.add_argument("--image-vae", required=True, help="diffusers AutoencoderKL folder (the latent space to keep)")
-    train.add_argument("--image-vae-subfolder", default=None, help="e.g. vae for a full pipeline folder (default: --image-vae itself)")
+    train.add_argument("--image-vae-subfolder", default=None,
+                       help="e.g. vae for a full pipeline folder (default: --image-vae itself)")
     train.add_argument("--variant", default="v1", choices=("v1", "sd3"), help="v1: 4 channels, sd3: 16 channels")
     train.add_argument("--init", default=None, help="start from this CV-VAE folder instead of inflating "
                        "(default: inflate --image-vae)")
@@ -66,7 +67,8 @@ def register(subparsers) -> None:
     add_alias(train, "--videos", "--data")
     add_out_argument(train, "where to save the trained CV-VAE and its checkpoints/ (a folder)", required=True)
     add_alias(train, "--output", "--out")
-    next(a for a in train._actions if a.dest == "overwrite").help = (  # noqa: SLF001 - argparse's action list
+    overwrite = next(a for a in train._actions if a.dest == "overwrite")  # noqa: SLF001 - argparse's action list
+    overwrite.help = (
         "start a new run in an --out that holds one; the old one is deleted when the new run's first checkpoint "
         "(or result) is complete")
     train.add_argument("--max-steps", type=count, default=1000, help="optimizer steps")

@@ -28,7 +28,7 @@ class RepVideoConfig:
         >>> RepVideoConfig(gate_init=-3)
         Traceback (most recent call last):
         ...
-        ValueError: RepVideoConfig.gate_init must be a finite number in [0, 1] (the weight of the cache mean in the convex blend g * mean + (1 - g) * h), got -3. Use gate_init=0.5 (official) or 0.0 (identity start).
+        ValueError: RepVideoConfig.gate_init must be a finite number in [0, 1] (the weight of the cache mean ...
 
         ```
     """

@@ -21,7 +21,7 @@ Example:
     >>> check_output_dir(out, resume=None, overwrite=False)
     Traceback (most recent call last):
     ...
-    ValueError: --out ... already holds a run (checkpoints). Pass --resume latest to continue it, --overwrite to start a new run in its place, or choose a new folder.
+    ValueError: --out ... already holds a run (checkpoints). Pass --resume latest to continue it, --overwrite ...
     >>> folder = OutputFolder(out, replace=True)
     >>> with folder:
     ...     folder.begin()  # the old run is set aside
