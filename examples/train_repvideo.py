@@ -1,7 +1,7 @@
 """Train RepVideo gates: the same code path as `repvideo train` (see `repvideo train --help`).
 
-    python examples/train_repvideo.py --data clips/ --output-dir runs/gates --max-steps 200
-    accelerate launch --multi_gpu --num_processes 2 examples/train_repvideo.py --data clips/ --output-dir runs/ddp
+    python examples/train_repvideo.py --data clips/ --out runs/gates --max-steps 200
+    accelerate launch --multi_gpu --num_processes 2 examples/train_repvideo.py --data clips/ --out runs/ddp
 """
 
 import sys

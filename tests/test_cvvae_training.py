@@ -138,13 +138,14 @@ def test_cli_train_saves_a_loadable_cvvae(tmp_path, capsys):
     clips_dir.mkdir()
     rng = np.random.default_rng(0)
     write_video(rng.integers(0, 255, (6, 40, 40, 3), dtype=np.uint8), str(clips_dir / "a.mp4"), fps=8)
-    argv = ["vae", "train", "--image-vae", str(image_dir), "--videos", str(clips_dir), "--output", str(out_dir)]
-    argv += ["--steps", "2", "--num-frames", "5", "--resolution", "32", "--lr", "1e-3", "--frame-choice", "mean"]
+    argv = ["vae", "train", "--image-vae", str(image_dir), "--data", str(clips_dir), "--out", str(out_dir)]
+    argv += ["--max-steps", "2", "--num-frames", "5", "--resolution", "32", "--learning-rate", "1e-3",
+             "--frame-choice", "mean"]
     assert main(argv) == 0
     assert "step 1:" in capsys.readouterr().out
     vae = load_cvvae(str(out_dir))
     assert vae.config.ch == 32 and vae.encode(torch.zeros(1, 3, 5, 32, 32)).latent_dist.mean.shape == (1, 4, 2, 4, 4)
-    assert main(argv[:-2] + ["--videos", str(tmp_path / "none")]) == 2
+    assert main(argv + ["--data", str(tmp_path / "none"), "--out", str(tmp_path / "other")]) == 2
 
 
 def test_gradient_checkpointing_gives_the_same_gradients():

@@ -213,7 +213,7 @@ def test_csv_data_reads_the_same_rows_as_metadata_jsonl(clips, tmp_path):
 def test_cli_reports_missing_data_folder_with_exit_code_2(tmp_path):
     from repvideo_diffusers.cli import main
 
-    assert main(["train", "--data", str(tmp_path / "nope"), "--output-dir", str(tmp_path / "out")]) == 2
+    assert main(["train", "--data", str(tmp_path / "nope"), "--out", str(tmp_path / "out")]) == 2
     assert not (tmp_path / "out" / "repvideo").exists()
 
 

@@ -31,7 +31,7 @@ def test_two_processes_end_with_identical_gates_equal_to_one_process_with_the_sa
     env = {**os.environ, "ACCELERATE_USE_CPU": "true", "OMP_NUM_THREADS": "1",
            "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
     command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port",
-               str(_free_port()), "-m", "repvideo_diffusers", "train", "--data", str(data), "--output-dir",
+               str(_free_port()), "-m", "repvideo_diffusers", "train", "--data", str(data), "--out",
                str(tmp_path / "ddp"), "--batch-size", "1", "--max-steps", "4", "--checkpoint-every", "2",
                "--learning-rate", "1e-2", "--report-to", "none"]
     completed = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)

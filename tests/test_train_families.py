@@ -209,7 +209,7 @@ def test_the_cli_trains_a_mochi_folder_passed_as_model(clips, tmp_path):
     from repvideo_diffusers.cli import main
 
     _tiny_mochi_pipeline().save_pretrained(tmp_path / "model")
-    code = main(["train", "--data", str(clips), "--output-dir", str(tmp_path / "run"),
+    code = main(["train", "--data", str(clips), "--out", str(tmp_path / "run"),
                  "--model", str(tmp_path / "model"), "--max-steps", "2", "--learning-rate", "1e-2", "--height", "32", "--width", "32", "--num-frames", "7",
                  "--max-sequence-length", "16", "--report-to", "none"])
     assert code == 0

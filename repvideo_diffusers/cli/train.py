@@ -17,54 +17,74 @@ import argparse
 import sys
 
 from ..training.config import MIXED_PRECISION, TRAIN_MODES, TrainConfig
-from ._common import add_alias, add_parser
+from ._common import add_alias, add_parser, canonical_dtype, check_model_source, finite, positive
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     d = TrainConfig.__dataclass_fields__
+    count, count0, number = positive(int), positive(int, allow_zero=True), positive(float)
     parser.add_argument("--data", required=True, help="folder with metadata.jsonl (file_name, text) or a CSV file")
     parser.add_argument("--out", dest="output_dir", required=True,
                         help="output folder: checkpoints, validation videos, logs and repvideo/ gates")
     add_alias(parser, "--output-dir", "--out")
     parser.add_argument("--overwrite", action="store_true",
-                        help="replace an existing --out folder (to continue a run instead, use --resume)")
+                        help="start a new run in an --out that holds one; the old run is deleted when the new run's "
+                             "first checkpoint is complete (to continue a run instead, use --resume)")
     parser.add_argument("--model", default=None, help="pipeline folder or Hub id (default: embedded tiny CogVideoX)")
     parser.add_argument("--train", choices=TRAIN_MODES, default="gates",
                         help="gates: base frozen, only gates learn (default); lora: gates + LoRA; full: all weights")
-    parser.add_argument("--max-steps", type=int, default=d["max_steps"].default, help="optimizer steps (default 1000)")
-    parser.add_argument("--learning-rate", type=float, default=None,
+    parser.add_argument("--max-steps", type=count, default=d["max_steps"].default, help="optimizer steps")
+    parser.add_argument("--learning-rate", type=number, default=None,
                         help="default: 1e-3 for gates, 1e-4 for lora, 1e-5 for full")
-    parser.add_argument("--batch-size", type=int, default=1, help="clips per process per micro-step (default 1)")
-    parser.add_argument("--gradient-accumulation-steps", type=int, default=1, help="micro-steps per step (default 1)")
+    parser.add_argument("--batch-size", type=count, default=1, help="clips per process per micro-step")
+    parser.add_argument("--gradient-accumulation-steps", type=count, default=1, help="micro-steps per step")
     parser.add_argument("--gradient-checkpointing", action="store_true", help="recompute activations to save memory")
-    parser.add_argument("--mixed-precision", choices=MIXED_PRECISION, default="no",
-                        help="autocast precision (default no; bf16 on recent GPUs)")
-    parser.add_argument("--gate-init", type=float, default=0.5, help="initial gates; 0 = start from the base model")
-    parser.add_argument("--window", type=int, default=6, help="feature-cache window (default 6, the official)")
-    parser.add_argument("--gates", default=None, help="start from saved gates (folder or Hub id) instead of fresh ones")
-    parser.add_argument("--lora-rank", type=int, default=16, help="LoRA rank for --train lora (default 16)")
-    parser.add_argument("--lora-alpha", type=float, default=None, help="LoRA alpha (default: the rank)")
-    parser.add_argument("--lr-scheduler", default="constant", help="diffusers.optimization scheduler (default constant)")
-    parser.add_argument("--lr-warmup-steps", type=int, default=0, help="warm-up steps (default 0)")
-    parser.add_argument("--max-grad-norm", type=float, default=1.0, help="gradient clipping, 0 = off (default 1)")
-    parser.add_argument("--checkpoint-every", type=int, default=500, help="checkpoint every N steps (default 500)")
-    parser.add_argument("--checkpoints-total-limit", type=int, default=None, help="keep only the newest N checkpoints")
-    parser.add_argument("--resume", default=None, metavar="latest|PATH", help="continue from a checkpoint")
-    parser.add_argument("--seed", type=int, default=0, help="seed of data order, noise and timesteps (default 0)")
-    parser.add_argument("--height", type=int, default=None, help="training height (default: the model's)")
-    parser.add_argument("--width", type=int, default=None, help="training width (default: the model's)")
-    parser.add_argument("--num-frames", type=int, default=None,
+    parser.add_argument("--mixed-precision", type=_mixed_precision, default="no", metavar="{no,fp16,bf16}",
+                        help="autocast precision; bf16 on recent GPUs and on the CPU, fp16 on GPUs only")
+    parser.add_argument("--gate-init", type=finite, default=0.5,
+                        help="initial gates in [0, 1]; 0 = start from the base model")
+    parser.add_argument("--window", type=count, default=6, help="feature-cache window (6: the official)")
+    parser.add_argument("--gates", default=None, help="start from saved gates (folder or Hub id) (default: fresh gates at --gate-init)")
+    parser.add_argument("--lora-rank", type=count, default=16, help="LoRA rank for --train lora")
+    parser.add_argument("--lora-alpha", type=number, default=None, help="LoRA alpha (default: the rank)")
+    parser.add_argument("--lr-scheduler", default="constant", help="diffusers.optimization scheduler")
+    parser.add_argument("--lr-warmup-steps", type=count0, default=0, help="warm-up steps")
+    parser.add_argument("--max-grad-norm", type=positive(float, allow_zero=True), default=1.0,
+                        help="gradient clipping, 0 = off")
+    parser.add_argument("--checkpoint-every", type=count, default=500, help="checkpoint every N steps")
+    parser.add_argument("--checkpoints-total-limit", type=count, default=None,
+                        help="keep only the newest N checkpoints (default: all)")
+    parser.add_argument("--resume", default=None, metavar="latest|PATH",
+                        help="continue the run in --out from a checkpoint (default: a new run)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of data order, noise and timesteps")
+    parser.add_argument("--height", type=count, default=None, help="training height (default: the model's)")
+    parser.add_argument("--width", type=count, default=None, help="training width (default: the model's)")
+    parser.add_argument("--num-frames", type=count, default=None,
                         help="frames per clip: 1 + 4k CogVideoX/Wan/HunyuanVideo, 1 + 8k LTX-Video, 1 + 6k Mochi "
                              "(default: the model's)")
-    parser.add_argument("--max-sequence-length", type=int, default=None, help="text tokens (default: the model's)")
+    parser.add_argument("--max-sequence-length", type=count, default=None, help="text tokens (default: the model's)")
     parser.add_argument("--precompute-dir", default=None,
-                        help="save VAE latents and prompt embeddings here (safetensors) and reuse them next time")
-    parser.add_argument("--validation-every", type=int, default=None, help="write a validation video every N steps")
+                        help="save VAE latents and prompt embeddings here (safetensors) and reuse them next time "
+                             "(default: encode every run)")
+    parser.add_argument("--validation-every", type=count, default=None,
+                        help="write a validation video every N steps (default: none)")
     parser.add_argument("--validation-prompt", default=d["validation_prompt"].default, help="prompt of validation videos")
-    parser.add_argument("--validation-steps", type=int, default=None, help="denoising steps of validation videos")
-    parser.add_argument("--log-every", type=int, default=1, help="log loss and gates every N steps (default 1)")
+    parser.add_argument("--validation-steps", type=count, default=None,
+                        help="denoising steps of validation videos (default: 4 for the tiny model, else 50)")
+    parser.add_argument("--log-every", type=count, default=1, help="log loss and gates every N steps")
     parser.add_argument("--report-to", default="auto", help="accelerate tracker (default: tensorboard when installed)")
-    parser.add_argument("--push-to-hub", default=None, metavar="REPO", help="upload the gates (and LoRA) to this repo")
+    parser.add_argument("--push-to-hub", default=None, metavar="REPO",
+                        help="upload the gates (and LoRA) to this repo (default: no upload)")
+
+
+def _mixed_precision(value: str) -> str:
+    """``no`` / ``fp16`` / ``bf16`` (``float16``, ``bfloat16`` accepted: the dtype vocabulary of every command)."""
+    if str(value).lower() == "no":
+        return "no"
+    name = canonical_dtype(value)
+    if name not in MIXED_PRECISION:
+        raise argparse.ArgumentTypeError(f"must be one of {', '.join(MIXED_PRECISION)}, got {value!r}")
+    return name
 
 
 def config_from_args(args: argparse.Namespace) -> TrainConfig:
@@ -92,7 +112,11 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
 def run(args: argparse.Namespace) -> int:
     from ..training import train
 
-    result = train(config_from_args(args))
+    config = config_from_args(args)
+    config.check()
+    check_model_source(args.model, "--model")
+    check_model_source(args.gates, "--gates", marker="config.json", what="a RepVideo gates folder")
+    result = train(config)  # checks paths, data and precision before loading the model
     from accelerate import PartialState
 
     if PartialState().is_main_process:

@@ -18,7 +18,19 @@ class RepVideoConfig:
         gate_init (`float`, defaults to `0.5`):
             Initial value of every learned gate ``g``: the weight of the cache mean in ``g * mean + (1 - g) * h``.
             ``0.5`` is the official initialisation; ``0.0`` starts from exactly the base model (identity start
-            for fine-tuning). Untrained gates at 0.5 *change* the base model's output.
+            for fine-tuning). Untrained gates at 0.5 *change* the base model's output. Must lie in ``[0, 1]``: the
+            blend is a convex mix of the cache mean and the block input (training may move gates outside it).
+
+    Example:
+        ```python
+        >>> RepVideoConfig(window=6, gate_init=0.0).gate_init
+        0.0
+        >>> RepVideoConfig(gate_init=-3)
+        Traceback (most recent call last):
+        ...
+        ValueError: RepVideoConfig.gate_init must be a finite number in [0, 1] (the weight of the cache mean ...
+
+        ```
     """
 
     window: int = 6
@@ -34,9 +46,10 @@ class RepVideoConfig:
             gate = float(self.gate_init)
         except (TypeError, ValueError):
             gate = float("nan")
-        if not math.isfinite(gate):
+        if not (math.isfinite(gate) and 0.0 <= gate <= 1.0):
             raise ValueError(
-                f"RepVideoConfig.gate_init must be a finite number (the initial gate value, usually in [0, 1]), "
-                f"got {self.gate_init!r}. Use gate_init=0.5 (official) or 0.0 (identity start)."
+                "RepVideoConfig.gate_init must be a finite number in [0, 1] (the weight of the cache mean in the "
+                f"convex blend g * mean + (1 - g) * h), got {self.gate_init!r}. Use gate_init=0.5 (official) or 0.0 "
+                "(identity start)."
             )
         self.gate_init = gate

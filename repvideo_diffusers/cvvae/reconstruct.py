@@ -48,7 +48,7 @@ class Reconstruction:
     width: int
     seconds: float
     psnr: float  # dB
-    ssim: float
+    ssim: Optional[float]  # None when skipped (``ssim=False``)
 
 
 def configure_vae(vae, *, tile_size: Optional[int] = None, tile_overlap: Optional[float] = None, tiling: bool = True,
@@ -111,31 +111,42 @@ def reconstruct_frames(vae, frames: np.ndarray, *, device="cpu", dtype: torch.dt
     return tensor_to_frames(reconstruction), time.perf_counter() - start
 
 
-def score_frames(output: np.ndarray, reference: np.ndarray) -> tuple[float, float]:
-    """PSNR (dB) and SSIM of two uint8 clips ``(t, h, w, 3)``, on a [0, 1] scale."""
-    from .metrics import psnr, ssim
+def score_frames(output: np.ndarray, reference: np.ndarray, ssim: bool = True) -> tuple[float, Optional[float]]:
+    """PSNR (dB) and SSIM (``None`` if not ``ssim``) of two uint8 clips ``(t, h, w, 3)``, on a [0, 1] scale."""
+    from .metrics import psnr
+    from .metrics import ssim as ssim_of
 
     def scaled(frames):
         return torch.from_numpy(frames).permute(3, 0, 1, 2)[None].double() / 255.0
 
-    return float(psnr(scaled(output), scaled(reference))), float(ssim(scaled(output), scaled(reference)))
+    a, b = scaled(output), scaled(reference)
+    return float(psnr(a, b)), (float(ssim_of(a, b)) if ssim else None)
 
 
 def reconstruct_video(vae, video: str | os.PathLike, out: str | os.PathLike, *, subfolder: Optional[str] = None,
                       device="cpu", dtype: torch.dtype = torch.float32, max_frames: Optional[int] = None,
                       tile_size: Optional[int] = None, tile_overlap: Optional[float] = None, tiling: bool = True,
                       chunk_frames: Optional[int] = None, chunking: bool = True, sample: bool = False, seed: int = 0,
-                      progress: bool = True, note: Optional[Callable[[str], None]] = None) -> Reconstruction:
+                      progress: bool = True, note: Optional[Callable[[str], None]] = None,
+                      ssim: bool = True) -> Reconstruction:
     """Reconstruct the video file ``video`` with ``vae`` (a CV-VAE folder, or a loaded model), write ``out``.
 
-    The video is read before the VAE is loaded, so a wrong video path fails without loading any weights. When the
-    clip has to be trimmed, ``note`` (default: the log) receives one line saying how.
+    The video is read before the VAE is loaded, so a wrong video path fails without loading any weights; the folder
+    of ``out`` is made before the work, and ``out`` itself is written beside its place and moved in when complete.
+    When the clip has to be trimmed, ``note`` (default: the log) receives one line saying how. ``ssim=False``
+    skips SSIM (``Reconstruction.ssim`` is then ``None``).
     """
     from ..utils.io import staged_file
     from ..utils.video import read_video, write_video
     from .loading import load_cvvae
 
-    frames, fps = read_video(video)
+    if max_frames is not None and (isinstance(max_frames, bool) or not isinstance(max_frames, int) or max_frames < 1):
+        raise ValueError(f"--max-frames must be a positive integer (1 + 4k frames are used), got {max_frames!r}.")
+    try:
+        frames, fps = read_video(video)
+    except ValueError as error:
+        raise ValueError(f"--video {os.fspath(video)!r} could not be read as a video ({error}). Pass an mp4 (or "
+                         "another format ffmpeg decodes).") from None
     if max_frames is not None:
         frames = frames[:max_frames]
     if isinstance(vae, (str, os.PathLike)):
@@ -148,10 +159,11 @@ def reconstruct_video(vae, video: str | os.PathLike, out: str | os.PathLike, *, 
             f"Using {len(used)} of {len(frames)} frames at {used.shape[1]}x{used.shape[2]} "
             f"(1 + {vae.time_n_compress}k frames, multiples of {vae.spatial_n_compress})."
         )
+    os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)  # before the work, not after it
     output, seconds = reconstruct_frames(vae, used, device=device, dtype=dtype, sample=sample, seed=seed,
                                          progress=progress)
     with staged_file(out) as staging:
         write_video(output, staging, fps=fps)
-    psnr, ssim = score_frames(output, used)
+    psnr, ssim_value = score_frames(output, used, ssim=ssim)
     return Reconstruction(out=os.fspath(out), num_frames=len(used), height=used.shape[1], width=used.shape[2],
-                          seconds=seconds, psnr=psnr, ssim=ssim)
+                          seconds=seconds, psnr=psnr, ssim=ssim_value)

@@ -74,6 +74,9 @@ def resolve_resume(resume: str, output_dir: Path) -> Path | None:
         return found[-1]
     path = Path(resume)
     if not (path / STATE_FILE).is_file():
+        if path.name.startswith(".") and path.name.endswith(".partial"):
+            raise ValueError(f"--resume {resume!r} is an incomplete checkpoint (its save was interrupted). Pass "
+                             "'latest' or a complete checkpoint-<step> folder.")
         raise FileNotFoundError(
             f"--resume {resume!r} is not a checkpoint folder (no {STATE_FILE} in it). Pass 'latest' or a "
             f"folder like {output_dir / CHECKPOINTS / 'checkpoint-500'}."
@@ -130,7 +133,7 @@ def resume(accelerator, checkpoint: Path, fingerprint: dict) -> Progress:
         raise ValueError(
             f"Cannot resume from {checkpoint}: it was written with different settings "
             f"({', '.join(f'{k}: {old} there, {new} now' for k, (old, new) in different.items())}). "
-            "Resume with the same settings, or start a new --output-dir."
+            "Resume with the same settings, or start a new run (a new --out, or --overwrite)."
         )
     accelerator.load_state(str(checkpoint))
     logger.info(f"Resumed from {checkpoint} at step {state['step']}.")
@@ -150,15 +153,20 @@ def save_checkpoint(accelerator, output_dir: Path, progress: Progress, fingerpri
     if accelerator.is_main_process:
         shutil.rmtree(staging, ignore_errors=True)
         staging.mkdir(parents=True)
-    accelerator.wait_for_everyone()
-    accelerator.save_state(str(staging))
-    accelerator.wait_for_everyone()
-    if accelerator.is_main_process:
-        state = {"step": progress.step, "samples_seen": samples_seen, "losses": progress.losses,
-                 "gate_history_steps": progress.history_steps, "gate_history": progress.history, "run": fingerprint}
-        (staging / STATE_FILE).write_text(json.dumps(state))
-        move_into_place(staging, folder)
-        if total_limit:
-            for old in list_checkpoints(output_dir)[:-total_limit]:
-                shutil.rmtree(old, ignore_errors=True)
+    try:
+        accelerator.wait_for_everyone()
+        accelerator.save_state(str(staging))
+        accelerator.wait_for_everyone()
+        if accelerator.is_main_process:
+            state = {"step": progress.step, "samples_seen": samples_seen, "losses": progress.losses,
+                     "gate_history_steps": progress.history_steps, "gate_history": progress.history,
+                     "run": fingerprint}
+            (staging / STATE_FILE).write_text(json.dumps(state))
+            move_into_place(staging, folder)
+            if total_limit:
+                for old in list_checkpoints(output_dir)[:-total_limit]:
+                    shutil.rmtree(old, ignore_errors=True)
+    finally:  # an error or Ctrl-C while saving leaves no half-written checkpoint behind
+        if accelerator.is_main_process:
+            shutil.rmtree(staging, ignore_errors=True)
     accelerator.wait_for_everyone()

@@ -39,6 +39,8 @@ class TrainConfig:
         train: ``"gates"`` (base frozen, only the gates learn), ``"lora"`` (gates + LoRA via peft) or ``"full"``.
         gate_init: initial gate value; ``0.0`` starts from exactly the base model.
         resume: ``"latest"`` or a checkpoint folder; the run continues as if never interrupted.
+        overwrite: start a new run in an ``output_dir`` that holds an earlier one (without it, or ``resume``, such a
+            folder is refused); the earlier run is deleted only once the new one's first checkpoint is complete.
     """
 
     data: str
@@ -63,6 +65,7 @@ class TrainConfig:
     checkpoint_every: int = 500
     checkpoints_total_limit: int | None = None
     resume: str | None = None
+    overwrite: bool = False
     seed: int = 0
     height: int | None = None
     width: int | None = None
@@ -82,20 +85,39 @@ class TrainConfig:
         if self.train not in TRAIN_MODES:
             raise ValueError(f"--train must be one of {', '.join(TRAIN_MODES)}, got {self.train!r}.")
         if self.mixed_precision not in MIXED_PRECISION:
-            raise ValueError(f"--mixed-precision must be one of {', '.join(MIXED_PRECISION)}, got {self.mixed_precision!r}.")
+            raise ValueError(f"--mixed-precision must be one of {', '.join(MIXED_PRECISION)}, "
+                             f"got {self.mixed_precision!r}.")
         for name in ("max_steps", "batch_size", "gradient_accumulation_steps", "checkpoint_every", "lora_rank",
-                     "log_every"):
+                     "log_every", "window"):
+            _require_int(name, getattr(self, name))
+        for name in ("checkpoints_total_limit", "validation_every", "validation_steps", "height", "width",
+                     "num_frames", "max_sequence_length"):
+            if getattr(self, name) is not None:
+                _require_int(name, getattr(self, name))
+        if not (isinstance(self.lr_warmup_steps, int) and self.lr_warmup_steps >= 0):
+            raise ValueError(f"--lr-warmup-steps must be a non-negative integer, got {self.lr_warmup_steps!r}.")
+        for name in ("learning_rate", "lora_alpha"):
             value = getattr(self, name)
-            if not isinstance(value, int) or value < 1:
-                raise ValueError(f"--{name.replace('_', '-')} must be a positive integer, got {value!r}.")
-        if self.learning_rate is not None and not (self.learning_rate > 0 and math.isfinite(self.learning_rate)):
-            raise ValueError(f"--learning-rate must be a positive number, got {self.learning_rate!r}.")
-        if self.validation_every is not None and self.validation_every < 1:
-            raise ValueError(f"--validation-every must be a positive integer, got {self.validation_every!r}.")
+            if value is not None and not (value > 0 and math.isfinite(value)):
+                raise ValueError(f"--{name.replace('_', '-')} must be a positive number, got {value!r}.")
+        if not (self.max_grad_norm >= 0 and math.isfinite(self.max_grad_norm)):
+            raise ValueError(f"--max-grad-norm must be a non-negative number (0 turns clipping off), "
+                             f"got {self.max_grad_norm!r}.")
+        if not (math.isfinite(self.gate_init) and 0 <= self.gate_init <= 1):
+            raise ValueError(f"--gate-init must be in [0, 1] (0: start from the base model, 0.5: the official "
+                             f"start), got {self.gate_init!r}.")
+        if self.resume and self.overwrite:
+            raise ValueError("--resume continues the run in --out and --overwrite starts a new one there; pass one "
+                             "of them, not both.")
 
     @property
     def lr(self) -> float:
         return self.learning_rate if self.learning_rate is not None else DEFAULT_LR[self.train]
+
+
+def _require_int(name: str, value) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"--{name.replace('_', '-')} must be a positive integer, got {value!r}.")
 
 
 @dataclass

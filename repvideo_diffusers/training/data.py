@@ -170,7 +170,12 @@ def load_dataset(pipe, family: str, data, *, height: int, width: int, num_frames
         if precompute_dir is not None and row.path.is_file():
             cached = Path(precompute_dir) / f"{_fingerprint(row, model_id, (height, width, num_frames), seed, max_sequence_length)}.safetensors"
             if cached.is_file():
-                samples.append(load_file(cached))
+                try:
+                    samples.append(load_file(cached))
+                except Exception as error:  # noqa: BLE001 - safetensors raises its own SafetensorError
+                    from .workspace import corrupt_precompute_entry
+
+                    raise corrupt_precompute_entry(cached, precompute_dir, error) from None
                 reused += 1
                 continue
         try:

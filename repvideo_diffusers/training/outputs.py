@@ -26,7 +26,7 @@ from pathlib import Path
 import torch
 from diffusers.utils import logging
 
-from ..utils.io import staged_folder
+from ..utils.io import staged_file, staged_folder
 from .config import TrainConfig, TrainResult
 
 logger = logging.get_logger(__name__)
@@ -56,8 +56,8 @@ def write_validation_video(pipe, accelerator, config: TrainConfig, at_step: int,
     with torch.no_grad(), accelerator.autocast():
         frames = pipe(**call).frames[0]
     path = Path(config.output_dir) / "validation" / f"step-{at_step:06d}.mp4"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    write_video(frames, path, fps=8)
+    with staged_file(path) as staging:
+        write_video(frames, staging, fps=8)
     if pipe.text_encoder is not None:
         pipe.text_encoder.to("cpu")
     transformer.train()
@@ -131,7 +131,8 @@ def write_summary(config: TrainConfig, result: TrainResult) -> None:
                "train": config.train, "median_step_time_s": result.step_time_s, "num_processes": result.num_processes,
                "global_batch": result.global_batch, "rank_gate_spread": result.rank_gate_spread,
                "peak_memory_mb": result.peak_memory_mb, "losses": result.losses}
-    (result.output_dir / "train_summary.json").write_text(json.dumps(summary, indent=2))
+    with staged_file(result.output_dir / "train_summary.json") as staging:
+        Path(staging).write_text(json.dumps(summary, indent=2))
 
 
 def push_to_hub(repo: str, config: TrainConfig, result: TrainResult) -> None:

@@ -27,6 +27,7 @@ from diffusers.utils import logging
 from .checkpoints import Progress, register_trainable_hooks, resolve_resume, resume, run_fingerprint, save_checkpoint
 from .config import TRAIN_MODES, TrainConfig, TrainResult  # noqa: F401 - TRAIN_MODES: its old home
 from .outputs import save_outputs, write_validation_video
+from .workspace import OutputFolder, check_train_inputs
 
 logger = logging.get_logger(__name__)
 
@@ -279,8 +280,10 @@ def _record_step(run: _Run, progress: Progress, loss: float) -> list[float]:
     return gate_values
 
 
-def _run_steps(run: _Run, progress: Progress, fingerprint: dict) -> list[float]:
-    """Steps from ``progress.step`` to ``max_steps``, with checkpoints and validation videos; returns step times."""
+def _run_steps(run: _Run, progress: Progress, fingerprint: dict, folder) -> list[float]:
+    """Steps from ``progress.step`` to ``max_steps``, with checkpoints and validation videos; returns step times.
+
+    ``folder`` (`OutputFolder`) is told when the first checkpoint is complete."""
     from tqdm.auto import tqdm
 
     config, accelerator = run.config, run.accelerator
@@ -299,13 +302,14 @@ def _run_steps(run: _Run, progress: Progress, fingerprint: dict) -> list[float]:
             save_checkpoint(accelerator, Path(config.output_dir), progress, fingerprint,
                             samples_seen=step * run.global_batch * config.gradient_accumulation_steps,
                             total_limit=config.checkpoints_total_limit)
+            folder.landed()
         if config.validation_every and step % config.validation_every == 0 and accelerator.is_main_process:
             write_validation_video(run.pipe, accelerator, config, step, **run.size._asdict())
     bar.close()
     return step_times
 
 
-def _finish(run: _Run, progress: Progress, step_times: list[float], model_id: str) -> TrainResult:
+def _finish(run: _Run, progress: Progress, step_times: list[float], model_id: str, folder) -> TrainResult:
     """The result of the run, checked across processes, with its outputs written by the main process."""
     config, accelerator = run.config, run.accelerator
     output_dir = Path(config.output_dir)
@@ -325,6 +329,7 @@ def _finish(run: _Run, progress: Progress, step_times: list[float], model_id: st
     result.rank_gate_spread = (every_rank.max(0).values - every_rank.min(0).values).max().item()
     if accelerator.is_main_process:
         save_outputs(run.pipe, run.gates, config, result, model_id, progress.history_steps, progress.history)
+        folder.landed()
     accelerator.wait_for_everyone()
     accelerator.end_training()
     return result
@@ -352,29 +357,34 @@ def train(config: TrainConfig) -> TrainResult:
     from .objectives import objective_for
 
     config.check()
-    accelerator = _start_accelerator(config)
+    check_train_inputs(config)  # every path and setting, before any model is loaded
     resume_from = resolve_resume(config.resume, Path(config.output_dir)) if config.resume else None
-    set_seed(config.seed)
+    with OutputFolder(config.output_dir, replace=config.overwrite) as folder:
+        accelerator = _start_accelerator(config)
+        set_seed(config.seed)
 
-    pipe = _load_pipeline(config, accelerator)
-    family = get_family(pipe.transformer).name
-    facts = family_data(family)
-    objective = objective_for(pipe.scheduler)
-    size = _training_size(pipe, facts, config)
-    model_id = config.model or TINY_MODEL_NAME
-    samples = _load_samples(pipe, family, config, accelerator, size, model_id)
+        pipe = _load_pipeline(config, accelerator)
+        family = get_family(pipe.transformer).name
+        facts = family_data(family)
+        objective = objective_for(pipe.scheduler)
+        size = _training_size(pipe, facts, config)
+        model_id = config.model or TINY_MODEL_NAME
+        samples = _load_samples(pipe, family, config, accelerator, size, model_id)
 
-    gates = _attach_repvideo(pipe.transformer, config, model_id)
-    model, optimizer, lr_scheduler, trainable = _build_optimizer(accelerator, pipe.transformer, config)
-    register_trainable_hooks(accelerator, pipe.transformer)
-    run = _Run(config, accelerator, pipe, facts, objective, size, samples, gates, model, optimizer, lr_scheduler,
-               trainable)
+        gates = _attach_repvideo(pipe.transformer, config, model_id)
+        model, optimizer, lr_scheduler, trainable = _build_optimizer(accelerator, pipe.transformer, config)
+        register_trainable_hooks(accelerator, pipe.transformer)
+        run = _Run(config, accelerator, pipe, facts, objective, size, samples, gates, model, optimizer, lr_scheduler,
+                   trainable)
 
-    fingerprint = run_fingerprint(config, model_id=model_id, global_batch=run.global_batch, num_samples=len(samples),
-                                  num_frames=size.num_frames, height=size.height, width=size.width)
-    progress = resume(accelerator, resume_from, fingerprint) if resume_from is not None else Progress()
-    if accelerator.is_main_process:
-        accelerator.init_trackers("repvideo-train", config={k: v for k, v in asdict(config).items()
-                                                            if isinstance(v, (int, float, str, bool))})
-    step_times = _run_steps(run, progress, fingerprint)
-    return _finish(run, progress, step_times, model_id)
+        fingerprint = run_fingerprint(config, model_id=model_id, global_batch=run.global_batch,
+                                      num_samples=len(samples), num_frames=size.num_frames, height=size.height,
+                                      width=size.width)
+        progress = resume(accelerator, resume_from, fingerprint) if resume_from is not None else Progress()
+        folder.begin()  # --overwrite: the earlier run is set aside now, deleted when the first checkpoint lands
+        accelerator.wait_for_everyone()
+        if accelerator.is_main_process:
+            accelerator.init_trackers("repvideo-train", config={k: v for k, v in asdict(config).items()
+                                                                if isinstance(v, (int, float, str, bool))})
+        step_times = _run_steps(run, progress, fingerprint, folder)
+        return _finish(run, progress, step_times, model_id, folder)
