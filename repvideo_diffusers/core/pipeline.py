@@ -19,6 +19,7 @@ import torch
 from .. import _compat
 from ..families import find_family, get_family, get_transformer_blocks
 from .config import RepVideoConfig
+from .card import pipeline_tag_of
 from .gates import RepVideoGates, _transformer_component, gates_subfolder, is_gates_folder, resolve_gates
 from .hooks import apply_repvideo, remove_repvideo
 
@@ -112,6 +113,7 @@ def enable_repvideo(self, config_or_weights: RepVideoConfig | str | os.PathLike 
             family=get_family(transformer).name,
             pipeline_path=pipeline_path,
             subfolder=gates_subfolder(name),
+            pipeline_tag=pipeline_tag_of(type(self).__name__),
         )
     for name, transformer in chosen.items():
         remove_repvideo(transformer)
