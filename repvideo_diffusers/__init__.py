@@ -2,7 +2,8 @@
 
 ``import repvideo_diffusers`` gives every ``diffusers.DiffusionPipeline`` ``enable_repvideo()`` and
 ``disable_repvideo()`` (`repvideo_diffusers.core.pipeline.install`; `uninstall` undoes it). ``import
-repvideo_diffusers.cvvae`` alone, for the CV-VAE only, patches nothing.
+repvideo_diffusers.cvvae`` alone, for the CV-VAE only, patches nothing; nor does importing the command line
+(`repvideo_diffusers.cli`), whose commands install the methods when they run a pipeline.
 """
 
 __version__ = "0.1.0.dev0"
@@ -54,7 +55,9 @@ def install() -> None:
     pipeline.install()
 
 
-if not (_compat.module_being_imported() or "").startswith(f"{__name__}.cvvae"):
+# `import repvideo_diffusers.cvvae` alone patches nothing; the command line (`repvideo ...`) installs the methods
+# only when a command runs a pipeline, so that `repvideo --help` does not wait for diffusers to import.
+if not (_compat.module_being_imported() or "").startswith((f"{__name__}.cvvae", f"{__name__}.cli")):
     install()
 
 __all__ = ["__version__", "install", *_EXPORTS]

@@ -12,9 +12,10 @@ from __future__ import annotations
 
 import functools
 import warnings
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
-import torch
+if TYPE_CHECKING:  # annotations only: importing this module (and so the package) must not import torch
+    import torch
 
 # The diffusers releases CI runs the core tests on (parity, remove, gradient checkpointing, save/load).
 SUPPORTED_DIFFUSERS = ("0.40.0", "0.43.0")  # lowest supported, first unsupported
@@ -32,9 +33,13 @@ def _version_tuple(version: str) -> tuple[int, ...]:
 def diffusers_version_problem(version: str | None = None) -> str | None:
     """``None`` if ``version`` (default: the installed diffusers) is in the supported range, else why not."""
     if version is None:
-        import diffusers
+        import sys
+        from importlib.metadata import version as installed_version
 
-        version = diffusers.__version__
+        # The imported module's version when diffusers is loaded; otherwise read the installed one without importing
+        # diffusers (seconds), so that the command line starts fast.
+        loaded = sys.modules.get("diffusers")
+        version = getattr(loaded, "__version__", None) or installed_version("diffusers")
     low, high = SUPPORTED_DIFFUSERS
     if _version_tuple(low) <= _version_tuple(version) < _version_tuple(high):
         return None

@@ -4,22 +4,24 @@ from __future__ import annotations
 
 import argparse
 
-from ..analysis import DEFAULT_PROMPT, analyze, format_summary, save_report
-from ..utils.dtypes import default_device, default_dtype
+from ._common import add_out_argument, add_parser, check_output_folder
 from .generate import add_pipeline_arguments, check_pipeline_arguments
+
+DEFAULT_OUT = "repvideo-analysis"
 
 
 def register(subparsers) -> None:
-    parser = subparsers.add_parser(
-        "analyze",
+    parser = add_parser(
+        subparsers, "analyze",
         help="the paper's diagnostics: cross-layer attention similarity, adjacent-frame similarity, gates",
         description="Run a video pipeline without and with RepVideo and write the RepVideo paper's diagnostics: "
         "a layer x layer attention-map similarity per denoising step, the adjacent-frame feature similarity "
         "after each block, and the gates, as PNG figures plus analysis.json. Without --model it runs the "
         "embedded tiny CogVideoX pipeline (random weights, offline, seconds on a CPU).",
     )
-    parser.add_argument("prompt", nargs="?", default=DEFAULT_PROMPT, help="text prompt (default: a fox in the snow)")
-    parser.add_argument("--out", default="repvideo-analysis", help="output folder (default: repvideo-analysis)")
+    parser.add_argument("prompt", nargs="?", default=None,
+                        help="text prompt (default: repvideo_diffusers.analysis.DEFAULT_PROMPT, a fox in the snow)")
+    add_out_argument(parser, f"output folder (default: {DEFAULT_OUT})", default=DEFAULT_OUT)
     add_pipeline_arguments(parser, gates_help="gates folder or Hub id for the RepVideo run (default: gates saved "
                            "with the model, else fresh gates)")
     parser.add_argument("--queries", default="frames",
@@ -40,19 +42,22 @@ def _parse_queries(text: str):
 
 
 def run(args: argparse.Namespace) -> int:
-    import repvideo_diffusers  # noqa: F401 - adds enable_repvideo to pipelines
-
-    from ..generation import prepare_pipeline, set_attention
-
-    check_pipeline_arguments(args)
+    device = check_pipeline_arguments(args)
     queries = _parse_queries(args.queries)
-    device = default_device(args.device)
+    check_output_folder(args.out, args.overwrite)
+
+    from .. import install
+    from ..analysis import DEFAULT_PROMPT, analyze, format_summary, save_report
+    from ..generation import prepare_pipeline, set_attention
+    from ..utils.dtypes import default_dtype
+
+    install()
     pipe, call = prepare_pipeline(args, default_dtype(args.dtype, device))
     pipe.to(device)
     set_attention(pipe, args.attention)
     runs = ("repvideo",) if args.no_base else ("base",) if args.no_repvideo else ("base", "repvideo")
     report = analyze(
-        pipe, args.prompt, gates=args.gates, runs=runs, queries=queries, seed=args.seed, **call,
+        pipe, args.prompt or DEFAULT_PROMPT, gates=args.gates, runs=runs, queries=queries, seed=args.seed, **call,
     )
     paths = save_report(report, args.out)
     print(format_summary(report))

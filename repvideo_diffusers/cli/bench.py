@@ -11,6 +11,8 @@ import importlib.util
 import sys
 from pathlib import Path
 
+from ._common import add_parser
+
 HARNESS = "bench_repvideo.py"
 SIZE_NAMES = ("2b", "medium", "tiny")  # the harness's SIZES; tests/test_bench.py checks the two agree
 
@@ -28,8 +30,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def register(subparsers) -> None:
-    parser = subparsers.add_parser(
-        "bench",
+    parser = add_parser(
+        subparsers, "bench",
         help="measure RepVideo's cost against the base model and the official-style cache",
         description="Forward time, gates-only training time and peak memory of a CogVideoX transformer: vanilla, "
         "with RepVideo, and with the official-style feature cache (stack + mean at every block). Writes JSON and "

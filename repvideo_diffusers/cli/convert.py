@@ -7,13 +7,16 @@ from __future__ import annotations
 
 import argparse
 
-from ..convert import DEFAULT_MAX_SHARD_SIZE, SAT_MODEL_FILE, convert_sat_checkpoint, export_sat
-from ..utils.dtypes import DTYPES
+from ._common import add_device_arguments, add_parser
+
+# Kept equal to repvideo_diffusers.convert.DEFAULT_MAX_SHARD_SIZE (a test checks): importing that module here would
+# import torch and slow down `repvideo --help`.
+DEFAULT_MAX_SHARD_SIZE = "2GB"
 
 
 def register(subparsers) -> None:
-    parser = subparsers.add_parser(
-        "convert",
+    parser = add_parser(
+        subparsers, "convert",
         help="convert a SAT RepVideo checkpoint (e.g. Vchitect/RepVideo) to diffusers",
         description="Convert a SwissArmyTransformer RepVideo checkpoint (CogVideoX transformer + learned gates) into "
         "diffusers: OUT/transformer (safetensors) and OUT/repvideo (gates). With --base, OUT becomes a complete "
@@ -22,15 +25,15 @@ def register(subparsers) -> None:
     parser.add_argument("--sat", required=True, help="SAT checkpoint folder (latest + <it>/mp_rank_00_model_states.pt) or .pt file")
     parser.add_argument("--out", required=True, help="output folder (must not exist or be empty, unless --overwrite)")
     parser.add_argument("--base", default=None, help="CogVideoX pipeline folder or Hub id for the other components (e.g. THUDM/CogVideoX-2b)")
-    parser.add_argument("--dtype", choices=sorted(DTYPES), default=None, help="weights dtype (default: the checkpoint's)")
+    add_device_arguments(parser, device=False, dtype_help="weights dtype (default: the checkpoint's)")
     parser.add_argument("--config", default=None, help="diffusers transformer config.json overriding the inferred config (e.g. text length)")
     parser.add_argument("--overwrite", action="store_true", help="replace a non-empty --out folder")
     parser.add_argument("--allow-unsafe-pickle", action="store_true", help="load checkpoints that pickle Python objects (trusted files only)")
     parser.add_argument("--max-shard-size", default=DEFAULT_MAX_SHARD_SIZE, help=f"safetensors shard size (default {DEFAULT_MAX_SHARD_SIZE})")
     parser.set_defaults(func=_run_convert)
 
-    export = subparsers.add_parser(
-        "export-sat",
+    export = add_parser(
+        subparsers, "export-sat",
         help="write a diffusers CogVideoX transformer + RepVideo gates as a SAT checkpoint",
         description="Write a diffusers CogVideoX transformer and RepVideo gates in the SwissArmyTransformer layout "
         "that the official RepVideo code loads (OUT/latest, OUT/<iteration>/mp_rank_00_model_states.pt).",
@@ -39,12 +42,14 @@ def register(subparsers) -> None:
     export.add_argument("--gates", default=None, help="gates folder or Hub id (default: MODEL/repvideo)")
     export.add_argument("--out", required=True, help="output folder (must not exist or be empty, unless --overwrite)")
     export.add_argument("--iteration", type=int, default=1, help="iteration number written to 'latest' (default 1)")
-    export.add_argument("--dtype", choices=sorted(DTYPES), default=None, help="weights dtype (default: the model's)")
+    add_device_arguments(export, device=False, dtype_help="weights dtype (default: the model's)")
     export.add_argument("--overwrite", action="store_true", help="replace a non-empty --out folder")
     export.set_defaults(func=_run_export)
 
 
 def _run_convert(args: argparse.Namespace) -> int:
+    from ..convert import convert_sat_checkpoint
+
     result = convert_sat_checkpoint(
         args.sat, args.out, base=args.base, dtype=args.dtype, config=args.config, overwrite=args.overwrite,
         allow_unsafe_pickle=args.allow_unsafe_pickle, max_shard_size=args.max_shard_size,
@@ -57,6 +62,8 @@ def _run_convert(args: argparse.Namespace) -> int:
 
 
 def _run_export(args: argparse.Namespace) -> int:
+    from ..convert import SAT_MODEL_FILE, export_sat
+
     out = export_sat(args.model, args.gates, args.out, iteration=args.iteration, dtype=args.dtype, overwrite=args.overwrite)
     print(f"wrote {out} (SAT layout: latest + {args.iteration}/{SAT_MODEL_FILE})")
     return 0

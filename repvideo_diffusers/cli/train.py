@@ -2,13 +2,13 @@
 
 Single process::
 
-    repvideo train --data clips/ --output-dir runs/gates --max-steps 1000
+    repvideo train --data clips/ --out runs/gates --max-steps 1000
 
 Several GPUs (DDP), or two CPU processes over gloo for a smoke test (``accelerate launch --cpu`` starts a single
 process, so CPU runs go through torchrun with ``ACCELERATE_USE_CPU``)::
 
-    accelerate launch --multi_gpu --num_processes 2 -m repvideo_diffusers train --data clips/ --output-dir runs/gates
-    ACCELERATE_USE_CPU=true torchrun --nproc_per_node 2 -m repvideo_diffusers train --data clips/ --output-dir runs/cpu
+    accelerate launch --multi_gpu --num_processes 2 -m repvideo_diffusers train --data clips/ --out runs/gates
+    ACCELERATE_USE_CPU=true torchrun --nproc_per_node 2 -m repvideo_diffusers train --data clips/ --out runs/cpu
 """
 
 from __future__ import annotations
@@ -17,12 +17,17 @@ import argparse
 import sys
 
 from ..training.config import MIXED_PRECISION, TRAIN_MODES, TrainConfig
+from ._common import add_alias, add_parser
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     d = TrainConfig.__dataclass_fields__
     parser.add_argument("--data", required=True, help="folder with metadata.jsonl (file_name, text) or a CSV file")
-    parser.add_argument("--output-dir", required=True, help="checkpoints, validation videos, logs and repvideo/ gates")
+    parser.add_argument("--out", dest="output_dir", required=True,
+                        help="output folder: checkpoints, validation videos, logs and repvideo/ gates")
+    add_alias(parser, "--output-dir", "--out")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace an existing --out folder (to continue a run instead, use --resume)")
     parser.add_argument("--model", default=None, help="pipeline folder or Hub id (default: embedded tiny CogVideoX)")
     parser.add_argument("--train", choices=TRAIN_MODES, default="gates",
                         help="gates: base frozen, only gates learn (default); lora: gates + LoRA; full: all weights")
@@ -70,7 +75,7 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
         >>> import argparse
         >>> parser = argparse.ArgumentParser(prog="repvideo train")
         >>> add_arguments(parser)
-        >>> config = config_from_args(parser.parse_args(["--data", "clips/", "--output-dir", "runs/a",
+        >>> config = config_from_args(parser.parse_args(["--data", "clips/", "--out", "runs/a",
         ...                                              "--train", "lora", "--report-to", "none"]))
         >>> config.train, config.max_steps, config.lr, config.report_to
         ('lora', 1000, 0.0001, None)
@@ -97,8 +102,8 @@ def run(args: argparse.Namespace) -> int:
 
 
 def register(subparsers) -> None:
-    parser = subparsers.add_parser(
-        "train", help="train RepVideo gates (or gates + LoRA, or all weights) with accelerate",
+    parser = add_parser(
+        subparsers, "train", help="train RepVideo gates (or gates + LoRA, or all weights) with accelerate",
         description="Train RepVideo gates on a folder of captioned videos. Works under `accelerate launch` for "
         "several GPUs. Without --model it trains the embedded tiny CogVideoX pipeline (CPU, seconds).",
     )

@@ -1,7 +1,31 @@
-"""Training RepVideo's gates (and optionally LoRA or all weights) with accelerate: ``repvideo train``."""
+"""Training RepVideo's gates (and optionally LoRA or all weights) with accelerate: ``repvideo train``.
 
-from .config import TrainConfig, TrainResult
-from .objectives import OBJECTIVES, objective_for
-from .trainer import train, training_loss
+The names below are imported on first use (PEP 562), so that ``repvideo --help`` reads `training.config` without
+importing torch.
+"""
 
-__all__ = ["OBJECTIVES", "TrainConfig", "TrainResult", "objective_for", "train", "training_loss"]
+import importlib as _importlib
+
+_EXPORTS = {
+    "TrainConfig": "config",
+    "TrainResult": "config",
+    "OBJECTIVES": "objectives",
+    "objective_for": "objectives",
+    "train": "trainer",
+    "training_loss": "trainer",
+}
+
+
+def __getattr__(name):
+    if name in _EXPORTS:
+        value = getattr(_importlib.import_module(f".{_EXPORTS[name]}", __name__), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted([*globals(), *_EXPORTS])
+
+
+__all__ = sorted(_EXPORTS)

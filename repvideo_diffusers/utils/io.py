@@ -1,7 +1,8 @@
 """Atomic writes: everything is written beside its destination first and moved into place only when complete.
 
 A failure (an exception, Ctrl-C) never leaves a half-written file or folder under the final name, and a folder
-being replaced is removed only after its replacement is in place.
+being replaced is removed only after its replacement is in place. What lands gets the usual modes under the umask
+(``tempfile`` makes its staging files 0600 and folders 0700, which is right only while they are private).
 
 Example:
     ```python
@@ -42,6 +43,19 @@ def check_new_folder(out: str | os.PathLike, overwrite: bool = False, option: st
     return out
 
 
+def _umask() -> int:
+    # os.umask both sets and returns the mask: set a harmless value, read the old one, restore it at once.
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def publish_mode(path: str | os.PathLike) -> None:
+    """Give ``path`` the mode a plain ``open`` / ``mkdir`` would have given it under the umask (0644 / 0755 usually)."""
+    path = Path(path)
+    os.chmod(path, (0o777 if path.is_dir() else 0o666) & ~_umask())
+
+
 def move_into_place(staging: str | os.PathLike, final: str | os.PathLike) -> None:
     """Move a completely written file or folder to ``final``, replacing what is there.
 
@@ -76,6 +90,7 @@ def staged_folder(out: str | os.PathLike, overwrite: bool = True, merge: bool = 
     staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
     try:
         yield staging
+        publish_mode(staging)
         if merge:
             out.mkdir(exist_ok=True)
             for entry in sorted(staging.iterdir()):
@@ -99,6 +114,7 @@ def staged_file(out: str | os.PathLike, suffix: str | None = None) -> Iterator[s
     os.close(handle)
     try:
         yield staging
+        publish_mode(staging)
         os.replace(staging, out)
     finally:
         if os.path.exists(staging):
