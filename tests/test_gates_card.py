@@ -80,7 +80,7 @@ def test_gates_of_a_local_pipeline_record_no_path(tiny_pipe, tiny_pipeline_dir, 
 
 @pytest.mark.parametrize("name, expected", [
     ("THUDM/CogVideoX-2b", "THUDM/CogVideoX-2b"),
-    ("gpt2", "gpt2"),
+    ("repvideo-tiny-cogvideox", None),  # the embedded tiny model's name: no owner, no Hub model
     ("/root/.cache/repvideo-diffusers/repvideo-tiny-cogvideox-v2", None),
     ("runs/a/b", None),
     ("../pipeline", None),

@@ -38,7 +38,8 @@ _BASE_COMMENT = "  # the base pipeline: a Hub id or a local pipeline folder"
 
 def hub_id(name: str | os.PathLike | None) -> str | None:
     """``name`` if it is a Hub repo id, else ``None``: a path that exists here, an absolute path or anything that is
-    not of the form ``name`` / ``owner/name`` (`huggingface_hub.utils.validate_repo_id`) is not one.
+    not of the form ``owner/name`` (`huggingface_hub.utils.validate_repo_id`, with an owner as ``repvideo generate
+    --model`` asks: a bare name such as the embedded ``repvideo-tiny-cogvideox`` names no Hub model) is not one.
 
     Example:
         ```python
@@ -50,7 +51,7 @@ def hub_id(name: str | os.PathLike | None) -> str | None:
     """
     from huggingface_hub.utils import HFValidationError, validate_repo_id
 
-    if not name or not isinstance(name, str) or os.path.isabs(name) or os.path.exists(name):
+    if not name or not isinstance(name, str) or name.count("/") != 1 or os.path.isabs(name) or os.path.exists(name):
         return None
     try:
         validate_repo_id(name)
