@@ -112,26 +112,44 @@ def test_save_pretrained_arguments_pass_through(gated, tmp_path, kwargs, weight_
     assert torch.equal(run(loaded, inputs), expected)
 
 
-def test_push_to_hub_uploads_the_gates_with_the_transformer(gated, tmp_path, monkeypatch):
+@pytest.fixture
+def fake_hub(monkeypatch):
+    """diffusers' push_to_hub without a network: what would be uploaded, per repo id (files relative to the folder)."""
     import diffusers.models.modeling_utils as modeling_utils
+    import diffusers.pipelines.pipeline_utils as pipeline_utils
     import diffusers.utils.hub_utils as hub_utils
 
-    transformer, _, _, _ = gated
     uploaded = {}
 
     class Repo:
-        repo_id = "me/tiny-transformer"
+        def __init__(self, repo_id, *args, **kwargs):
+            self.repo_id = repo_id
 
     def fake_upload_folder(repo_id, folder_path, **kwargs):
         uploaded[repo_id] = sorted(str(p.relative_to(folder_path)) for p in Path(folder_path).rglob("*"))
 
-    monkeypatch.setattr(modeling_utils, "create_repo", lambda *a, **k: Repo())
+    for module in (modeling_utils, pipeline_utils):
+        monkeypatch.setattr(module, "create_repo", Repo)
+        monkeypatch.setattr(module, "load_or_create_model_card", lambda *a, **k: hub_utils.ModelCard("---\n---\n"))
     monkeypatch.setattr(hub_utils, "upload_folder", fake_upload_folder)
-    monkeypatch.setattr(modeling_utils, "load_or_create_model_card", lambda *a, **k: hub_utils.ModelCard("---\n---\n"))
+    return uploaded
+
+
+def test_push_to_hub_uploads_the_gates_with_the_transformer(gated, tmp_path, fake_hub):
+    transformer, _, _, _ = gated
     # str: diffusers' push_to_hub splits the folder name as a string
     transformer.save_pretrained(str(tmp_path / "model"), push_to_hub=True, repo_id="me/tiny-transformer")
-    files = uploaded["me/tiny-transformer"]
+    files = fake_hub["me/tiny-transformer"]
     assert "repvideo/diffusion_pytorch_model.safetensors" in files and "diffusion_pytorch_model.safetensors" in files
+
+
+def test_pipeline_push_to_hub_uploads_the_gates_beside_transformer(tiny_pipe, tmp_path, fake_hub):
+    tiny_pipe.enable_repvideo(RepVideoConfig(gate_init=0.3))
+    tiny_pipe.save_pretrained(str(tmp_path / "pipe"), push_to_hub=True, repo_id="me/tiny-pipe")
+    files = fake_hub["me/tiny-pipe"]
+    assert "repvideo/diffusion_pytorch_model.safetensors" in files
+    assert "transformer/diffusion_pytorch_model.safetensors" in files
+    assert not [name for name in files if name.startswith("transformer/repvideo")]
 
 
 def test_a_transformer_2_folder_gets_repvideo_2_where_loading_looks(gated, tmp_path):
