@@ -258,6 +258,26 @@ def find_saved_gates(transformer: torch.nn.Module, pipeline_path: str | os.PathL
     return None
 
 
+def gate_dtype(transformer: torch.nn.Module) -> torch.dtype:
+    """The dtype the gates take on `transformer`: that of its first parameter held in a compute dtype (float32,
+    bfloat16, float16, float64). Quantized storage (bitsandbytes' int8 / uint8 weights, float8 layerwise casting)
+    is skipped, so the gates stay a learnable floating-point vector; float32 if no parameter qualifies.
+
+    Example:
+        ```python
+        >>> import torch
+        >>> from repvideo_diffusers.core.gates import gate_dtype
+        >>> model = torch.nn.Sequential(torch.nn.Linear(2, 2), torch.nn.LayerNorm(2))
+        >>> _ = model[0].to(torch.float8_e4m3fn)
+        >>> gate_dtype(model)
+        torch.float32
+
+        ```
+    """
+    compute = (torch.float32, torch.bfloat16, torch.float16, torch.float64)
+    return next((p.dtype for p in transformer.parameters() if p.dtype in compute), torch.float32)
+
+
 def resolve_gates(config_or_weights, transformer: torch.nn.Module, num_blocks: int, family: str,
                   pipeline_path: str | os.PathLike | None = None, subfolder: str | None = None,
                   pipeline_tag: str | None = None) -> RepVideoGates:

@@ -28,7 +28,7 @@ from diffusers.utils import logging
 from .. import _compat
 from ..families import BlockList, get_family, get_transformer_blocks, registered_families, stream_positions
 from .config import RepVideoConfig
-from .gates import RepVideoGates, resolve_gates
+from .gates import RepVideoGates, gate_dtype, resolve_gates
 
 
 logger = logging.get_logger(__name__)
@@ -332,7 +332,7 @@ def apply_repvideo(
     reference = next(transformer.parameters(), None)
     if reference is not None and reference.device.type != "meta":
         # nn.Module.to, not ModelMixin.to: the gates are one tensor, nothing in them needs float32 protection.
-        torch.nn.Module.to(gates, device=reference.device, dtype=reference.dtype)
+        torch.nn.Module.to(gates, device=reference.device, dtype=gate_dtype(transformer))
 
     state = _RepVideoState()
     hooks, created = {}, []

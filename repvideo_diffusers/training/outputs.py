@@ -99,12 +99,17 @@ def save_gates(gates, config: TrainConfig, result: TrainResult, model_id: str, h
 
 
 def save_lora(pipe, output_dir: Path) -> None:
-    """``<output_dir>/lora/``: the LoRA weights in the pipeline's own format (``pipe.load_lora_weights`` reads it)."""
+    """``<output_dir>/lora/``: the LoRA weights in the pipeline's own format (``pipe.load_lora_weights`` reads it).
+
+    The adapter's peft config (rank, alpha, targets) goes into the safetensors metadata: without it diffusers
+    assumes ``alpha == rank``, and a LoRA trained with ``--lora-alpha`` would load with the wrong scale.
+    """
     from peft.utils import get_peft_model_state_dict
 
     lora = {k: v.float() for k, v in get_peft_model_state_dict(pipe.transformer).items()}
+    metadata = pipe.transformer.peft_config["default"].to_dict()
     with staged_folder(output_dir / "lora") as staging:
-        type(pipe).save_lora_weights(staging, transformer_lora_layers=lora)
+        type(pipe).save_lora_weights(staging, transformer_lora_layers=lora, transformer_lora_adapter_metadata=metadata)
 
 
 def save_transformer(transformer, gates, output_dir: Path) -> None:
