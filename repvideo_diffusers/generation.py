@@ -85,11 +85,25 @@ def prepare_pipeline(options, dtype: torch.dtype):
     for name in ("frames", "height", "width"):
         if getattr(options, name) is not None:
             call[name] = getattr(options, name)
-    # The text length the transformer was built for (226 for CogVideoX), where the model states one.
+    return pipe, pipeline_call(pipe, {**call, **default_call(pipe)})
+
+
+def default_call(pipe) -> dict:
+    """What a pipeline must be called with, beyond its own defaults, to fit its transformer as built: the text
+    length, where the transformer states one (226 for CogVideoX-2B, 16 for the embedded tiny model); ``{}`` when
+    the pipeline's defaults fit. ``pipe(prompt, **default_call(pipe))`` runs any supported pipeline.
+
+    Example:
+        ```python
+        >>> from repvideo_diffusers.generation import default_call
+        >>> from repvideo_diffusers.tiny import load_tiny_pipeline
+        >>> default_call(load_tiny_pipeline())
+        {'max_sequence_length': 16}
+
+        ```
+    """
     text_length = getattr(getattr(pipe, "transformer", None), "config", {}).get("max_text_seq_length")
-    if text_length:
-        call["max_sequence_length"] = text_length
-    return pipe, pipeline_call(pipe, call)
+    return pipeline_call(pipe, {"max_sequence_length": text_length}) if text_length else {}
 
 
 def pipeline_call(pipe, call: dict) -> dict:

@@ -17,6 +17,7 @@ from ._common import ArgumentParser, HelpFormatter, debug_requested, run_command
 _COMMAND_MODULES = (
     "repvideo_diffusers.cli.generate",
     "repvideo_diffusers.cli.analyze",
+    "repvideo_diffusers.cli.compare",
     "repvideo_diffusers.cli.convert",
     "repvideo_diffusers.cli.train",
     "repvideo_diffusers.cli.vae",

@@ -1,8 +1,13 @@
 """RepVideo gates as a small Hub artefact: one scalar per transformer block, saved like a peft adapter.
 
 A gates folder holds ``config.json`` (block count, window, model family, base model),
-``diffusion_pytorch_model.safetensors`` (the ``gate`` vector) and a model card ``README.md``. Inside a pipeline
-folder the gates live in ``repvideo/`` beside ``transformer/``.
+``diffusion_pytorch_model.safetensors`` (the ``gate`` vector) and a model card ``README.md`` that follows the Hub's
+adapter conventions (``base_model`` with ``base_model_relation: adapter``, a ``pipeline_tag``, a usage snippet that
+loads the base pipeline first). Inside a pipeline folder the gates live in ``repvideo/`` beside ``transformer/``;
+a transformer saved on its own keeps them in ``repvideo/`` inside its folder.
+
+The base model is recorded only when it is a Hub id: a pipeline loaded from a local folder (the embedded tiny
+model, a converted checkpoint) leaves ``base_model`` out rather than writing a path of this machine.
 """
 
 from __future__ import annotations
@@ -16,16 +21,16 @@ import torch
 from diffusers import ConfigMixin, ModelMixin
 from diffusers.configuration_utils import register_to_config
 from diffusers.utils import logging
-from huggingface_hub import ModelCard, ModelCardData
+from huggingface_hub import ModelCard
 
 from .. import _compat
+from .card import LIBRARY_NAME, PIPELINE_TAGS, gates_card, gates_reference, hub_id  # noqa: F401 - LIBRARY_NAME re-exported
 from .config import RepVideoConfig
 
 logger = logging.get_logger(__name__)
 
 GATES_SUBFOLDER = "repvideo"
 _CONFIG_FILE = "config.json"
-LIBRARY_NAME = "repvideo-diffusers"
 
 
 class RepVideoGates(ModelMixin, ConfigMixin):
@@ -36,7 +41,9 @@ class RepVideoGates(ModelMixin, ConfigMixin):
         window (`int`, defaults to 6): feature-cache window the gates were trained with.
         gate_init (`float`, defaults to 0.5): initial gate value.
         model_family (`str`, *optional*): the family name (`Family.name`); checked when the gates are attached.
-        base_model (`str`, *optional*): Hub id or path of the base model, recorded in the model card.
+        base_model (`str`, *optional*): Hub id of the base pipeline, recorded in the model card; anything that is
+            not a Hub id (a local folder) is not recorded.
+        pipeline_tag (`str`, *optional*): ``text-to-video`` (default in the card) or ``image-to-video``.
 
     Example:
         ```python
@@ -63,12 +70,23 @@ class RepVideoGates(ModelMixin, ConfigMixin):
         gate_init: float = 0.5,
         model_family: str | None = None,
         base_model: str | None = None,
+        pipeline_tag: str | None = None,
     ):
         super().__init__()
         RepVideoConfig(window=window, gate_init=gate_init)  # same validation, same messages
+        if pipeline_tag is not None and pipeline_tag not in PIPELINE_TAGS:
+            raise ValueError(f"pipeline_tag must be one of {PIPELINE_TAGS}, got {pipeline_tag!r}.")
         if num_blocks < 1:
             raise ValueError(f"RepVideoGates needs num_blocks >= 1 (one gate per transformer block), got {num_blocks}.")
         self.gate = torch.nn.Parameter(torch.full((num_blocks,), float(gate_init)))
+
+    def register_to_config(self, **kwargs):
+        """`ConfigMixin.register_to_config`, except that a ``base_model`` that is not a Hub id is recorded as
+        ``None``: a local folder is no base model on the Hub, and its path says where this machine keeps files."""
+        if kwargs.get("base_model") and hub_id(kwargs["base_model"]) is None:
+            logger.info(f"base_model {kwargs['base_model']!r} is not a Hub id: the gates record no base model.")
+            kwargs["base_model"] = None
+        super().register_to_config(**kwargs)
 
     def forward(self, index: int | None = None) -> torch.Tensor:
         """The gate of block `index` (a 0-dim view), or the whole vector."""
@@ -76,57 +94,43 @@ class RepVideoGates(ModelMixin, ConfigMixin):
 
     @classmethod
     def from_config_and_transformer(
-        cls, config: RepVideoConfig, num_blocks: int, family: str | None = None, base_model: str | None = None
+        cls, config: RepVideoConfig, num_blocks: int, family: str | None = None, base_model: str | None = None,
+        pipeline_tag: str | None = None,
     ) -> "RepVideoGates":
         return cls(
             num_blocks=num_blocks,
             window=config.window,
             gate_init=config.gate_init,
             model_family=family,
-            base_model=base_model,
+            base_model=hub_id(base_model),
+            pipeline_tag=pipeline_tag,
         )
 
-    def model_card(self, extra_text: str = "") -> ModelCard:
-        """The model card written by `save_pretrained`, made with huggingface_hub's `ModelCard`."""
-        config = self.config
-        card_data = ModelCardData(
-            library_name=LIBRARY_NAME,
-            base_model=config.base_model or None,
-            tags=["repvideo", "text-to-video", "diffusers", *( [config.model_family.lower()] if config.model_family else [])],
-            license="apache-2.0",
-        )
-        values = ", ".join(f"{v:.4f}" for v in self.gate.detach().float().cpu().tolist())
-        base = f"[`{config.base_model}`](https://huggingface.co/{config.base_model})" if config.base_model else "a"
-        text = f"""---
-{card_data.to_yaml()}
----
+    def model_card(self, extra_text: str = "", gates_id: str | None = None) -> ModelCard:
+        """The model card written by `save_pretrained`, made with huggingface_hub's `ModelCard`: Hub adapter
+        metadata and a usage snippet that runs as written (``gates_id``: what the snippet loads, the Hub id or the
+        folder name; ``base = ...`` names the base pipeline, a placeholder when no Hub id is known).
 
-# RepVideo gates
+        Example:
+            ```python
+            >>> from repvideo_diffusers import RepVideoGates
+            >>> gates = RepVideoGates(num_blocks=4, model_family="CogVideoX", base_model="/home/me/tiny-pipeline")
+            >>> card = gates.model_card(gates_id="me/gates")
+            >>> card.data.base_model is None and "base_model_relation" not in card.data.to_dict()
+            True
 
-Learned gates of [RepVideo](https://arxiv.org/abs/2501.08994) (cross-layer feature cache) for {base}
-{config.model_family or "video"} transformer: {config.num_blocks} blocks, feature-cache window {config.window}.
+            ```
+        """
+        return gates_card(self, extra_text, gates_id)
 
-## Use
-
-```python
-import repvideo_diffusers  # adds enable_repvideo() to every diffusers pipeline
-
-pipe.enable_repvideo("<this repo or folder>")
-
-```
-
-Put this folder as `repvideo/` inside a pipeline folder and plain `pipe.enable_repvideo()` loads it.
-
-## Gate values (execution order)
-
-`[{values}]`
-{extra_text}"""
-        return ModelCard(text)
-
-    def save_pretrained(self, save_directory: str | os.PathLike, model_card_text: str = "", **kwargs) -> None:
-        """Save config, safetensors weights and a model card (``README.md``) into `save_directory`."""
+    def save_pretrained(self, save_directory: str | os.PathLike, model_card_text: str = "",
+                        repo_id: str | None = None, **kwargs) -> None:
+        """Save config, safetensors weights and a model card (``README.md``) into `save_directory`; the card's
+        snippet loads `repo_id` (default: the folder's name, or the pipeline folder's for gates saved inside one)."""
         super().save_pretrained(save_directory, safe_serialization=True, **kwargs)
-        self.model_card(model_card_text).save(os.path.join(save_directory, "README.md"))
+        _forget_local_origin(Path(save_directory) / _CONFIG_FILE)
+        self.model_card(model_card_text, gates_id=repo_id or gates_reference(save_directory)).save(
+            os.path.join(save_directory, "README.md"))
 
     def push_to_hub(self, repo_id: str, commit_message: str = "Upload RepVideo gates", private: bool | None = None,
                     token: str | None = None, **kwargs) -> str:
@@ -135,9 +139,21 @@ Put this folder as `repvideo/` inside a pipeline folder and plain `pipe.enable_r
 
         repo_id = create_repo(repo_id, private=private, token=token, exist_ok=True).repo_id
         with tempfile.TemporaryDirectory() as folder:
-            self.save_pretrained(folder)
+            self.save_pretrained(folder, repo_id=repo_id)
             return upload_folder(repo_id=repo_id, folder_path=folder, commit_message=commit_message, token=token,
                                  **kwargs)
+
+
+def _forget_local_origin(config_file: Path) -> None:
+    """Drop the folder the gates were loaded from (diffusers writes it into a re-saved ``config.json``) when it is a
+    local path: a Hub artefact should not say where this machine keeps its files."""
+    if not config_file.is_file():
+        return
+    config = json.loads(config_file.read_text())
+    origin = config.get("_name_or_path")
+    if origin is not None and hub_id(origin) is None:
+        del config["_name_or_path"]
+        config_file.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
 
 
 def gates_subfolder(component: str = "transformer") -> str:
@@ -263,23 +279,30 @@ def gate_dtype(transformer: torch.nn.Module) -> torch.dtype:
 
 
 def resolve_gates(config_or_weights, transformer: torch.nn.Module, num_blocks: int, family: str,
-                  pipeline_path: str | os.PathLike | None = None, subfolder: str | None = None) -> RepVideoGates:
+                  pipeline_path: str | os.PathLike | None = None, subfolder: str | None = None,
+                  pipeline_tag: str | None = None) -> RepVideoGates:
     """Turn `apply_repvideo`'s `config_or_weights` into gates that fit `transformer` (or raise `ValueError`).
 
     ``subfolder``: where a pipeline folder keeps this transformer's gates (default: read off where it was loaded).
+    ``pipeline_path`` / ``pipeline_tag``: the pipeline's Hub id (recorded as the base model of fresh gates) and
+    task, when a pipeline asks.
     """
     base_model = _compat.name_or_path(transformer)
     if _transformer_component(base_model):  # loaded from a pipeline: name the pipeline
         base_model = str(Path(base_model).parent)
+    # A pipeline loaded from the Hub knows its id; its transformer only knows the local snapshot it was read from.
+    base_model = hub_id(str(pipeline_path) if pipeline_path else None) or hub_id(base_model)
     if isinstance(config_or_weights, RepVideoGates):
         gates = config_or_weights
     elif isinstance(config_or_weights, RepVideoConfig):
-        return RepVideoGates.from_config_and_transformer(config_or_weights, num_blocks, family, base_model)
+        return RepVideoGates.from_config_and_transformer(config_or_weights, num_blocks, family, base_model,
+                                                         pipeline_tag)
     elif config_or_weights is None:
         gates = find_saved_gates(transformer, pipeline_path, subfolder)
         if gates is None:
             logger.info("No saved RepVideo gates found with the model: using fresh gates from RepVideoConfig().")
-            return RepVideoGates.from_config_and_transformer(RepVideoConfig(), num_blocks, family, base_model)
+            return RepVideoGates.from_config_and_transformer(RepVideoConfig(), num_blocks, family, base_model,
+                                                             pipeline_tag)
     elif isinstance(config_or_weights, (str, os.PathLike)):
         gates = load_gates(config_or_weights, subfolder=subfolder or GATES_SUBFOLDER)
     else:

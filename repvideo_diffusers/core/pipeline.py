@@ -1,7 +1,9 @@
 """``pipe.enable_repvideo()`` / ``pipe.disable_repvideo()`` on every diffusers pipeline, and gates saved with it.
 
-`install` adds the two methods to `diffusers.DiffusionPipeline` and wraps its ``save_pretrained`` so that gates in
-use are written to ``repvideo/`` beside ``transformer/``. It is idempotent and `uninstall` undoes exactly it;
+`install` adds the two methods to `diffusers.DiffusionPipeline` and wraps ``save_pretrained`` of pipelines and models
+(`diffusers.ModelMixin`) so that the base weights are saved clean and gates in use are written where loading finds
+them: ``repvideo/`` beside ``transformer/`` in a pipeline folder, ``repvideo/`` inside the folder of a transformer
+saved on its own. It is idempotent and `uninstall` undoes exactly it;
 ``import repvideo_diffusers`` calls `install` (importing only a subpackage, such as ``repvideo_diffusers.cvvae``,
 patches nothing).
 """
@@ -17,7 +19,8 @@ import torch
 from .. import _compat
 from ..families import find_family, get_family, get_transformer_blocks
 from .config import RepVideoConfig
-from .gates import RepVideoGates, gates_subfolder, is_gates_folder, resolve_gates
+from .card import pipeline_tag_of
+from .gates import RepVideoGates, _transformer_component, gates_subfolder, is_gates_folder, resolve_gates
 from .hooks import apply_repvideo, remove_repvideo
 
 _GATES_MODULE = "repvideo_gates"
@@ -110,6 +113,7 @@ def enable_repvideo(self, config_or_weights: RepVideoConfig | str | os.PathLike 
             family=get_family(transformer).name,
             pipeline_path=pipeline_path,
             subfolder=gates_subfolder(name),
+            pipeline_tag=pipeline_tag_of(type(self).__name__),
         )
     for name, transformer in chosen.items():
         remove_repvideo(transformer)
@@ -128,7 +132,7 @@ def _gates_detached(transformers: dict):
     """Take the gates out of the transformers' modules for a moment, so their saved weights stay the base model's."""
     detached = {}
     for name, transformer in transformers.items():
-        if _GATES_MODULE in dict(transformer.named_children()):
+        if isinstance(getattr(transformer, _GATES_MODULE, None), RepVideoGates):
             detached[name] = getattr(transformer, _GATES_MODULE)
             delattr(transformer, _GATES_MODULE)
     try:
@@ -138,19 +142,36 @@ def _gates_detached(transformers: dict):
             setattr(transformers[name], _GATES_MODULE, gates)
 
 
+def _gated_components(obj, save_directory) -> dict[str, torch.nn.Module]:
+    """What a ``save_pretrained`` call saves that may carry gates, keyed by the component name that picks their
+    folder: a pipeline's video transformers, or a model saved on its own (keyed by its folder's name, so a bare
+    ``transformer_2`` folder gets ``repvideo_2/``, which is where `find_saved_gates` looks)."""
+    from diffusers import DiffusionPipeline
+
+    if isinstance(obj, DiffusionPipeline):
+        return video_transformers(obj)
+    if not isinstance(getattr(obj, _GATES_MODULE, None), RepVideoGates):
+        return {}
+    return {_transformer_component(os.fspath(save_directory)) or "transformer": obj}
+
+
 def _with_gates_saved(save_pretrained):
-    """Wrap `DiffusionPipeline.save_pretrained`: with RepVideo on, `transformer/` holds the unchanged base weights
-    and the gates go to `repvideo/` beside it (`repvideo_2/` beside `transformer_2/`), where `enable_repvideo()`
-    finds them again."""
+    """Wrap ``save_pretrained`` of `DiffusionPipeline` and `ModelMixin`: with RepVideo on, the base weights are
+    saved unchanged and the gates go beside them, where loading finds them again: a pipeline's in `repvideo/` beside
+    `transformer/` (`repvideo_2/` beside `transformer_2/`), a transformer saved on its own in `repvideo/` inside its
+    folder. The gates are written first, so ``push_to_hub=True`` uploads them with the model; every argument of
+    ``save_pretrained`` is passed on unchanged."""
 
     @functools.wraps(save_pretrained)
     def wrapper(self, save_directory, *args, **kwargs):
-        transformers = video_transformers(self)
+        transformers = _gated_components(self, save_directory)
+        if not transformers:
+            return save_pretrained(self, save_directory, *args, **kwargs)
         with _gates_detached(transformers) as detached:
-            result = save_pretrained(self, save_directory, *args, **kwargs)
-        for name, gates in detached.items():
-            gates.save_pretrained(os.path.join(save_directory, gates_subfolder(name)))
-        return result
+            if kwargs.get("is_main_process", True):
+                for name, gates in detached.items():
+                    gates.save_pretrained(os.path.join(save_directory, gates_subfolder(name)))
+            return save_pretrained(self, save_directory, *args, **kwargs)
 
     wrapper.__wrapped_by_repvideo__ = save_pretrained
     return wrapper
@@ -163,9 +184,16 @@ def is_installed() -> bool:
     return getattr(DiffusionPipeline.save_pretrained, "__wrapped_by_repvideo__", None) is not None
 
 
+def _patched_classes() -> tuple:
+    from diffusers import DiffusionPipeline, ModelMixin
+
+    return DiffusionPipeline, ModelMixin
+
+
 def install() -> None:
-    """Add `enable_repvideo` / `disable_repvideo` to `DiffusionPipeline` and make `save_pretrained` store enabled
-    gates in `repvideo/`. Idempotent: calling it twice changes nothing more.
+    """Add `enable_repvideo` / `disable_repvideo` to `DiffusionPipeline` and make ``save_pretrained`` of pipelines
+    and models store enabled gates in `repvideo/`, out of the base weights. Idempotent: calling it twice changes
+    nothing more.
 
     Example:
         ```python
@@ -185,15 +213,18 @@ def install() -> None:
         return
     DiffusionPipeline.enable_repvideo = enable_repvideo
     DiffusionPipeline.disable_repvideo = disable_repvideo
-    DiffusionPipeline.save_pretrained = _with_gates_saved(DiffusionPipeline.save_pretrained)
+    for cls in _patched_classes():
+        cls.save_pretrained = _with_gates_saved(cls.save_pretrained)
 
 
 def uninstall() -> None:
-    """Undo `install`: `DiffusionPipeline` is exactly as diffusers defines it again."""
+    """Undo `install`: `DiffusionPipeline` and `ModelMixin` are exactly as diffusers defines them again."""
     from diffusers import DiffusionPipeline
 
     if not is_installed():
         return
-    DiffusionPipeline.save_pretrained = DiffusionPipeline.save_pretrained.__wrapped_by_repvideo__
+    for cls in _patched_classes():
+        if getattr(cls.save_pretrained, "__wrapped_by_repvideo__", None) is not None:
+            cls.save_pretrained = cls.save_pretrained.__wrapped_by_repvideo__
     del DiffusionPipeline.enable_repvideo
     del DiffusionPipeline.disable_repvideo
