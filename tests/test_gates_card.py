@@ -165,3 +165,17 @@ def test_the_card_snippet_runs_as_written_on_the_tiny_model(tiny_pipe, tiny_pipe
     assert "gates [0.30000001192092896, 0.30000001192092896, 0.30000001192092896, 0.30000001192092896]" in result.stdout
     assert "frames 9" in result.stdout
     assert (tmp_path / "repvideo.mp4").stat().st_size > 0
+
+
+def test_the_training_card_names_a_local_base_model_by_folder_name_only(tmp_path):
+    from repvideo_diffusers.training.config import TrainConfig, TrainResult
+    from repvideo_diffusers.training.outputs import card_text
+
+    result = TrainResult(output_dir=tmp_path / "run", gates_dir=tmp_path / "run" / "repvideo", steps=12,
+                         final_loss=0.25, num_samples=3, objective="flow matching")
+    local = tmp_path / "models" / "my-cogvideox"
+    local.mkdir(parents=True)
+    text = card_text(TrainConfig(data="clips/", output_dir=str(tmp_path / "run")), result, str(local))
+    assert str(tmp_path) not in text and "`my-cogvideox (a local model)`" in text
+    hub = card_text(TrainConfig(data="clips/", output_dir=str(tmp_path / "run")), result, "THUDM/CogVideoX-2b")
+    assert "| base model | `THUDM/CogVideoX-2b` |" in hub

@@ -66,7 +66,11 @@ def write_validation_video(pipe, accelerator, config: TrainConfig, at_step: int,
 
 
 def card_text(config: TrainConfig, result: TrainResult, model_id: str) -> str:
-    """The training section of the gates' model card."""
+    """The training section of the gates' model card (a local base model is named by its folder name only: a card
+    is for sharing, and a path of this machine means nothing elsewhere)."""
+    from ..core.card import hub_id
+
+    base = hub_id(model_id) or f"{Path(str(model_id)).name} (a local model)"
     return f"""
 ## Training
 
@@ -74,7 +78,7 @@ Trained with `repvideo train` (repvideo-diffusers):
 
 | | |
 |---|---|
-| base model | `{model_id}` |
+| base model | `{base}` |
 | trained | {_MODES[config.train]} |
 | training clips | {result.num_samples} |
 | steps | {result.steps} |
