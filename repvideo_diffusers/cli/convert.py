@@ -27,9 +27,11 @@ def register(subparsers) -> None:
     )
     parser.add_argument("--sat", required=True, help="SAT checkpoint folder (latest + <it>/mp_rank_00_model_states.pt) or .pt file")
     parser.add_argument("--out", required=True, help="output folder (must not exist or be empty, unless --overwrite)")
-    parser.add_argument("--base", default=None, help="CogVideoX pipeline folder or Hub id for the other components (e.g. THUDM/CogVideoX-2b)")
+    parser.add_argument("--base", default=None, help="CogVideoX pipeline folder or Hub id for the other components, e.g. THUDM/CogVideoX-2b (default: none, write only "
+                        "transformer + gates)")
     add_device_arguments(parser, device=False, dtype_help="weights dtype (default: the checkpoint's)")
-    parser.add_argument("--config", default=None, help="diffusers transformer config.json overriding the inferred config (e.g. text length)")
+    parser.add_argument("--config", default=None, help="diffusers transformer config.json overriding the inferred config, e.g. the text length (default: none, the "
+                        "config inferred from the shapes and --base)")
     parser.add_argument("--overwrite", action="store_true", help="replace a non-empty --out folder")
     parser.add_argument("--allow-unsafe-pickle", action="store_true", help="load checkpoints that pickle Python objects (trusted files only)")
     parser.add_argument("--max-shard-size", default=DEFAULT_MAX_SHARD_SIZE,
