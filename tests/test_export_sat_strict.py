@@ -137,3 +137,11 @@ def test_a_file_at_out_is_refused_even_with_overwrite(model, gates, tmp_path):
     with pytest.raises(ValueError, match="is a file; the SAT checkpoint is a folder"):
         export_sat(model, gates, tmp_path / "sat", overwrite=True)
     assert (tmp_path / "sat").read_text() == "keep me"
+
+
+def test_a_transformer_with_repvideo_applied_exports_like_the_bare_one(model, gates, tmp_path):
+    from repvideo_diffusers import apply_repvideo
+
+    reference = _exported(export_sat(model, gates, tmp_path / "bare"))
+    apply_repvideo(model, gates)
+    _assert_same_export(_exported(export_sat(model, None, tmp_path / "applied")), reference)

@@ -176,7 +176,9 @@ def _load_transformer(transformer) -> _Source:
             f"export-sat writes the CogVideoX SAT layout, but got a {type(transformer).__name__}. "
             f"Pass a {TRANSFORMER_CLASS} (or a CogVideoX pipeline folder)."
         )
-    state = {k: v.detach() for k, v in transformer.state_dict().items()}
+    # The gates RepVideo attaches to the transformer are exported as SAT's learnable_gating, not as weights.
+    attached = tuple(f"{name}." for name, module in transformer.named_modules() if isinstance(module, RepVideoGates))
+    state = {k: v.detach() for k, v in transformer.state_dict().items() if not k.startswith(attached)}
     buffers = {name: b.detach() for name, b in transformer.named_buffers()}
     return _Source(transformer.config, state, buffers, None, getattr(transformer, "repvideo_gates", None))
 
