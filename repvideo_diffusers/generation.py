@@ -58,14 +58,14 @@ def load_pipeline(model: str | None, dtype: torch.dtype):
     try:
         return DiffusionPipeline.from_pretrained(model, dtype=dtype)
     except Exception as error:  # noqa: BLE001 - re-raised as is unless it has a known user-side cause
-        raise loading_error(model, error) from error
+        raise _loading_error(model, error) from error
 
 
 def _first_line(error: BaseException) -> str:
     return next((line.strip() for line in str(error).splitlines() if line.strip()), type(error).__name__)
 
 
-def corrupt_weight_file(folder: str | os.PathLike) -> Path | None:
+def _corrupt_weight_file(folder: str | os.PathLike) -> Path | None:
     """The first safetensors file under ``folder`` whose header cannot be read (truncated, corrupt), or None."""
     from safetensors import safe_open
 
@@ -78,11 +78,11 @@ def corrupt_weight_file(folder: str | os.PathLike) -> Path | None:
     return None
 
 
-def loading_error(model: str, error: Exception) -> Exception:
+def _loading_error(model: str, error: Exception) -> Exception:
     """The error to show when ``from_pretrained(model)`` failed: a damaged weights file named, a Hub failure in
     one line with the fix, anything else unchanged (it may be a bug)."""
     if Path(model).is_dir():
-        bad = corrupt_weight_file(model)
+        bad = _corrupt_weight_file(model)
         if bad is not None:
             return OSError(f"--model {model!r}: the weights file {str(bad)!r} cannot be read (truncated or corrupt). "
                            "Copy or download it again.")
