@@ -40,7 +40,7 @@ def _parse_queries(text: str):
     except ValueError:
         indices = []
     if not indices or min(indices) < 0:
-        raise ValueError(f"--queries must be 'frames' or comma-separated non-negative token indices like 0,120,240; "
+        raise ValueError(f"--queries must be 'frames' or comma-separated token indices like 0,120,240 (non-negative); "
                          f"got {text!r}.")
     return indices
 
