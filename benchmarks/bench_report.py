@@ -9,6 +9,11 @@ from pathlib import Path
 from repvideo_diffusers.utils.io import staged_folder
 
 
+SMOKE_NOTE = ("note: size tiny is a smoke test of the harness: its blocks take microseconds, so these time ratios "
+              "measure Python overhead and machine noise, not RepVideo's cost. Use --size medium (CPU) or 2b (GPU) "
+              "for figures.")
+
+
 def format_report(report: dict) -> str:
     """The ratios as a markdown table (what the CLI prints and the README quotes)."""
     steps = [name for name in ("forward", "train") if f"{name}_time_ratio" in report["ratios"]["repvideo"]]
@@ -33,6 +38,8 @@ def format_report(report: dict) -> str:
         cells.append(f"{report['ratios'][variant]['per_block_hook_fraction'] * 100:.2f}% of a block")
         lines.append(f"| {variant} | " + " | ".join(cells) + " |")
     base = report["results"]["vanilla"]
+    if report["size"] == "tiny":
+        lines += ["", SMOKE_NOTE]
     lines.append("")
     lines.append(
         "vanilla: " + ", ".join(f"{n} {base[f'{n}_seconds_median'] * 1e3:.1f} ms" for n in steps)
@@ -68,17 +75,23 @@ def plot_report(report: dict, path: str | os.PathLike) -> None:
     figure.savefig(path, dpi=120)
 
 
-def check_out(out_dir: str | os.PathLike) -> Path:
-    """Refuse a file as the results folder (before minutes of measuring, and again before writing)."""
+def check_out(out_dir: str | os.PathLike, size: str | None = None, overwrite: bool = False) -> Path:
+    """Refuse a file as the results folder, and results of this ``size`` already there unless ``overwrite``
+    (before minutes of measuring, and again before writing)."""
     out_dir = Path(out_dir)
     if out_dir.exists() and not out_dir.is_dir():
         raise ValueError(f"--out {str(out_dir)!r} is a file; pass a folder for the JSON and PNG results.")
+    taken = [str(out_dir / f"bench-{size}{ext}") for ext in (".json", ".png")
+             if size is not None and (out_dir / f"bench-{size}{ext}").exists()]
+    if taken and not overwrite:
+        raise ValueError(f"--out {str(out_dir)!r} already holds {' and '.join(taken)}. Choose another folder, or pass "
+                         "--overwrite to replace them.")
     return out_dir
 
 
-def write_report(report: dict, out_dir: str | os.PathLike) -> tuple[Path, Path]:
+def write_report(report: dict, out_dir: str | os.PathLike, overwrite: bool = True) -> tuple[Path, Path]:
     """Write ``bench-<size>.json`` and ``bench-<size>.png`` into ``out_dir``, both or neither (other files stay)."""
-    out_dir = check_out(out_dir)
+    out_dir = check_out(out_dir, report["size"], overwrite)
     name = f"bench-{report['size']}"
     with staged_folder(out_dir, merge=True) as staging:
         (staging / f"{name}.json").write_text(json.dumps(report, indent=2))

@@ -50,7 +50,7 @@ _HERE = str(Path(__file__).resolve().parent)
 if _HERE not in sys.path:
     sys.path.insert(0, _HERE)
 
-from bench_report import check_out, format_report, plot_report, write_report  # noqa: E402, F401
+from bench_report import SMOKE_NOTE, check_out, format_report, plot_report, write_report  # noqa: E402, F401
 from measuring import attach, count_allocations, peak_bytes, per_block_cost, synchronize  # noqa: E402
 from repvideo_diffusers import remove_repvideo  # noqa: E402
 from repvideo_diffusers.utils.dtypes import DTYPES, default_device  # noqa: E402
@@ -279,6 +279,7 @@ def run_benchmark(
         "results": results,
         "ratios": _ratios(results, steps, per_block, shapes.num_layers, hidden_state_bytes),
         "per_block": per_block,
+        **({"note": SMOKE_NOTE} if size == "tiny" else {}),
     }
 
 
@@ -297,14 +298,20 @@ def _machine(device: torch.device) -> dict:
 
 
 def run(args) -> int:
-    """Run the benchmark for parsed ``repvideo bench`` arguments, write the results and print the table."""
-    check_out(args.out)
-    device = default_device(args.device)
+    """Run the benchmark for parsed ``repvideo bench`` arguments, write the results and print the table.
+
+    Every argument and the output paths are checked before anything is measured.
+    """
+    from repvideo_diffusers.cli._common import resolve_device
+
+    device = resolve_device(args.device)
     size = args.size or ("2b" if device.startswith("cuda") else "medium")
+    _check_arguments(size, device, args.repeats, args.warmup)
+    check_out(args.out, size, getattr(args, "overwrite", False))
     print(f"repvideo bench: size {size} on {device} ({torch.get_num_threads()} threads)", flush=True)
     report = run_benchmark(size=size, device=device, repeats=args.repeats, warmup=args.warmup,
                            window=args.window, train=not args.no_train, progress=True)
-    json_path, png_path = write_report(report, args.out)
+    json_path, png_path = write_report(report, args.out, overwrite=True)  # checked above, before measuring
     print(format_report(report))
     print(f"wrote {json_path} and {png_path}")
     return 0
@@ -320,7 +327,7 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     try:
         return run(args)
-    except (ValueError, FileNotFoundError) as error:
+    except (ValueError, OSError) as error:
         print(f"bench_repvideo: error: {error}")
         return 2
 

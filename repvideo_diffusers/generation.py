@@ -55,7 +55,42 @@ def load_pipeline(model: str | None, dtype: torch.dtype):
             f"--model {model!r} is a folder without model_index.json, so it is not a diffusers pipeline folder. "
             "Point --model at the folder that holds model_index.json."
         )
-    return DiffusionPipeline.from_pretrained(model, dtype=dtype)
+    try:
+        return DiffusionPipeline.from_pretrained(model, dtype=dtype)
+    except Exception as error:  # noqa: BLE001 - re-raised as is unless it has a known user-side cause
+        raise _loading_error(model, error) from error
+
+
+def _first_line(error: BaseException) -> str:
+    return next((line.strip() for line in str(error).splitlines() if line.strip()), type(error).__name__)
+
+
+def _corrupt_weight_file(folder: str | os.PathLike) -> Path | None:
+    """The first safetensors file under ``folder`` whose header cannot be read (truncated, corrupt), or None."""
+    from safetensors import safe_open
+
+    for file in sorted(Path(folder).rglob("*.safetensors")):
+        try:
+            with safe_open(str(file), framework="pt") as handle:
+                handle.keys()
+        except Exception:  # noqa: BLE001 - safetensors raises its own error type for a damaged file
+            return file
+    return None
+
+
+def _loading_error(model: str, error: Exception) -> Exception:
+    """The error to show when ``from_pretrained(model)`` failed: a damaged weights file named, a Hub failure in
+    one line with the fix, anything else unchanged (it may be a bug)."""
+    if Path(model).is_dir():
+        bad = _corrupt_weight_file(model)
+        if bad is not None:
+            return OSError(f"--model {model!r}: the weights file {str(bad)!r} cannot be read (truncated or corrupt). "
+                           "Copy or download it again.")
+        return error
+    if isinstance(error, OSError):
+        return OSError(f"--model {model!r} could not be loaded from the Hugging Face Hub ({_first_line(error)}). "
+                       "Check the id and the network (or HF_HUB_OFFLINE), or pass a local pipeline folder.")
+    return error
 
 
 def prepare_pipeline(options, dtype: torch.dtype):
@@ -68,11 +103,8 @@ def prepare_pipeline(options, dtype: torch.dtype):
     # Frame counts the VAE can encode: 1 + k * temporal compression (1 + 4k for CogVideoX, Wan, ...).
     temporal = getattr(pipe, "vae_scale_factor_temporal", None)
     if options.frames is not None and temporal and (options.frames - 1) % temporal:
-        lower = (options.frames - 1) // temporal * temporal + 1
-        raise ValueError(
-            f"--frames must be 1 + {temporal}k for this model, got {options.frames}. "
-            f"Use --frames {lower} or --frames {lower + temporal}."
-        )
+        raise ValueError(f"--frames must be 1 + {temporal}k for this model, got {options.frames}. "
+                         + _frames_fix(pipe, options.frames, temporal))
     spatial = getattr(pipe, "vae_scale_factor_spatial", None) or getattr(pipe, "vae_scale_factor", None)
     for name in ("height", "width"):
         value = getattr(options, name)
@@ -104,6 +136,18 @@ def default_call(pipe) -> dict:
     """
     text_length = getattr(getattr(pipe, "transformer", None), "config", {}).get("max_text_seq_length")
     return pipeline_call(pipe, {"max_sequence_length": text_length}) if text_length else {}
+
+
+def _frames_fix(pipe, frames: int, temporal: int) -> str:
+    """The nearest valid frame counts; 1 + 8k for CogVideoX 1.0, whose VAE returns 4 more frames for an even
+    number of latent frames."""
+    transformer = getattr(pipe, "transformer", None)
+    step, note = temporal, ""
+    if type(transformer).__name__ == "CogVideoXTransformer3DModel" and transformer.config.get("patch_size_t") is None:
+        step, note = 2 * temporal, f" (CogVideoX 1.0 prefers 1 + {2 * temporal}k: an even number of latent frames " \
+            "comes back 4 frames longer)"
+    lower = max((frames - 1) // step * step + 1, 1)
+    return f"Use --frames {lower} or --frames {lower + step}{note}."
 
 
 def pipeline_call(pipe, call: dict) -> dict:
@@ -190,6 +234,8 @@ def video_jobs(prompt: str | None = None, prompts: str | os.PathLike | None = No
     if prompts is None:
         if prompt is None:
             raise ValueError("No prompt: pass a text prompt, or --prompts FILE with one prompt per line.")
+        if not prompt.strip():
+            raise ValueError("The prompt is empty. Pass a text prompt, e.g. repvideo generate \"a cat\".")
         return [VideoJob(0, prompt, Path(out or "repvideo.mp4"))]
     texts = read_prompts(prompts)
     out_dir = Path(out or "repvideo-videos")

@@ -134,4 +134,12 @@ def load_tiny_pipeline(dtype: torch.dtype = torch.float32):
     """
     from diffusers import CogVideoXPipeline
 
-    return CogVideoXPipeline.from_pretrained(tiny_pipeline_path(), dtype=dtype)
+    folder = tiny_pipeline_path()
+    try:
+        return CogVideoXPipeline.from_pretrained(folder, dtype=dtype)
+    except Exception as error:  # noqa: BLE001 - whatever broke, the fix is the same: rebuild the cache
+        detail = next((line.strip() for line in str(error).splitlines() if line.strip()), "")
+        raise OSError(
+            f"The cached tiny pipeline in {str(folder)!r} cannot be loaded ({type(error).__name__}: {detail}): the "
+            f"cache is corrupt. Delete {str(folder)!r} and rerun; it is rebuilt in seconds."
+        ) from error

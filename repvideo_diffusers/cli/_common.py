@@ -215,12 +215,12 @@ def check_output_file(out, overwrite: bool = False, suffixes: tuple[str, ...] = 
     """Refuse an output file path that exists (unless ``overwrite``), is a folder, has the wrong suffix, or cannot
     be written; missing parent folders are fine (they are made when the file is written)."""
     out = Path(out)
-    if suffixes and out.suffix.lower() not in suffixes:
-        raise UsageError(f"{option} expects a {' or '.join(suffixes)} file, got {str(out)!r}. "
-                         f"Give a path ending in {suffixes[0]}.")
     if out.is_dir():
         raise UsageError(f"{option} {str(out)!r} is a folder; a file path is expected here "
                          f"(for example {str(out / ('output' + (suffixes[0] if suffixes else '')))!r}).")
+    if suffixes and out.suffix.lower() not in suffixes:
+        raise UsageError(f"{option} expects a {' or '.join(suffixes)} file, got {str(out)!r}. "
+                         f"Give a path ending in {suffixes[0]}.")
     if out.exists() and not overwrite:
         raise UsageError(f"{option} {str(out)!r} already exists. Choose another path, or pass --overwrite to replace it.")
     _check_parent_writable(out, option)

@@ -36,9 +36,13 @@ def _parse_queries(text: str):
     if text == "frames":
         return "frames"
     try:
-        return [int(part) for part in text.split(",") if part.strip()]
+        indices = [int(part) for part in text.split(",") if part.strip()]
     except ValueError:
-        raise ValueError(f"--queries must be 'frames' or comma-separated token indices like 0,120,240; got {text!r}.") from None
+        indices = []
+    if not indices or min(indices) < 0:
+        raise ValueError(f"--queries must be 'frames' or comma-separated token indices like 0,120,240 (non-negative); "
+                         f"got {text!r}.")
+    return indices
 
 
 def run(args: argparse.Namespace) -> int:

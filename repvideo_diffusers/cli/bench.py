@@ -11,7 +11,7 @@ import importlib.util
 import sys
 from pathlib import Path
 
-from ._common import add_parser
+from ._common import add_out_argument, add_parser, positive
 
 HARNESS = "bench_repvideo.py"
 SIZE_NAMES = ("2b", "medium", "tiny")  # the harness's SIZES; tests/test_bench.py checks the two agree
@@ -21,12 +21,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The flags of ``repvideo bench`` (also ``python benchmarks/bench_repvideo.py``)."""
     parser.add_argument("--size", choices=SIZE_NAMES, default=None,
                         help="tiny (smoke test), medium (default on CPU), 2b (default on CUDA: CogVideoX-2B shapes)")
-    parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1, ... (default: cuda if available)")
-    parser.add_argument("--repeats", type=int, default=None, help="timed repeats per variant (default 7)")
-    parser.add_argument("--warmup", type=int, default=2, help="untimed warm-up calls per variant (default 2)")
-    parser.add_argument("--window", type=int, default=6, help="feature-cache window (default 6)")
+    parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1, ... (default: cuda when a GPU is visible, else cpu)")
+    parser.add_argument("--repeats", type=positive(int), default=None, help="timed repeats per variant (default 7)")
+    parser.add_argument("--warmup", type=positive(int, allow_zero=True), default=2,
+                        help="untimed warm-up calls per variant (default 2)")
+    parser.add_argument("--window", type=positive(int), default=6, help="feature-cache window (default 6)")
     parser.add_argument("--no-train", action="store_true", help="skip the forward + backward measurement")
-    parser.add_argument("--out", default="bench-results", help="folder for bench-<size>.json/.png")
+    add_out_argument(parser, "folder for bench-<size>.json and bench-<size>.png; other files in it stay "
+                     "(default: bench-results)", default="bench-results")
 
 
 def register(subparsers) -> None:

@@ -43,7 +43,7 @@ def register(subparsers) -> None:
     parser.add_argument("prompt", nargs="?", default=None, help="text prompt (or use --prompts FILE)")
     parser.add_argument("--prompts", default=None, metavar="FILE",
                         help="text file with one prompt per line; writes OUT/0000.mp4, OUT/0001.mp4, ... and splits "
-                        "the prompts between processes under `accelerate launch`")
+                        "the prompts between processes under `accelerate launch` (default: none, the one PROMPT given)")
     add_out_argument(parser, "output mp4 path (default: repvideo.mp4); with --prompts a folder (default: "
                      "repvideo-videos)")
     add_pipeline_arguments(parser)

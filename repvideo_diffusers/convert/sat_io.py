@@ -82,8 +82,21 @@ def _torch_load(file: Path, mmap: bool, weights_only: bool):
     return torch.load(file, map_location="cpu", mmap=mmap, weights_only=False)
 
 
+def _check_torch_file(file: Path) -> None:
+    """Refuse a file that is neither a zip (torch >= 1.6) nor a pickle (legacy torch): text, a truncated download."""
+    import zipfile
+
+    with open(file, "rb") as handle:
+        head = handle.read(2)
+    if not zipfile.is_zipfile(file) and head[:1] != b"\x80":
+        found = "a truncated zip archive" if head == b"PK" else f"a file starting with {head!r}"
+        raise ValueError(f"Could not read SAT checkpoint {str(file)!r}: it is {found}, not a torch checkpoint. The "
+                         "file is corrupt, truncated or not a torch checkpoint; download or copy it again.")
+
+
 def _load_saved_object(file: Path, allow_unsafe_pickle: bool):
     """``torch.load`` of the whole file, memory-mapped where the format allows; every failure as a ValueError."""
+    _check_torch_file(file)
     try:
         try:
             return _torch_load(file, mmap=True, weights_only=not allow_unsafe_pickle)

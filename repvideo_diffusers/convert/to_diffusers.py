@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import time
 from dataclasses import dataclass
@@ -38,6 +39,26 @@ from .transformer_config import (
 logger = logging.get_logger(__name__)
 
 DEFAULT_MAX_SHARD_SIZE = "2GB"
+_SIZE_UNITS = {"": 1, "B": 1, "KB": 10**3, "MB": 10**6, "GB": 10**9, "TB": 10**12, "KIB": 2**10, "MIB": 2**20,
+               "GIB": 2**30, "TIB": 2**40}
+
+
+def parse_shard_size(value: int | str) -> int:
+    """A shard size in bytes: an integer, or a number with a unit (``"2GB"``, ``"500MB"``, ``"1.5GiB"``).
+
+    Example:
+        ```python
+        >>> parse_shard_size("2GB"), parse_shard_size("512MiB"), parse_shard_size(1000)
+        (2000000000, 536870912, 1000)
+
+        ```
+    """
+    match = re.fullmatch(r"\s*(\d+(?:\.\d*)?)\s*([A-Za-z]*)\s*", str(value))
+    unit = match and match.group(2).upper()
+    if isinstance(value, bool) or not match or unit not in _SIZE_UNITS or float(match.group(1)) * _SIZE_UNITS[unit] < 1:
+        raise ValueError(f"--max-shard-size expects a positive size like 2GB, 500MB or 1.5GiB (units: B, KB, MB, GB, "
+                         f"TB, KiB, MiB, GiB, TiB), got {value!r}.")
+    return int(float(match.group(1)) * _SIZE_UNITS[unit])
 
 
 @dataclass
@@ -315,6 +336,10 @@ def convert_sat_checkpoint(
     """
     started = time.perf_counter()
     dtype = parse_dtype(dtype)
+    max_shard_size = parse_shard_size(max_shard_size)
+    if Path(out_dir).exists() and not Path(out_dir).is_dir():
+        raise ValueError(f"--out {str(out_dir)!r} is a file; the converted model is a folder. Choose a folder path "
+                         "(--overwrite replaces folders only).")
     check_new_folder(out_dir, overwrite)  # refuse a non-empty --out before the (slow) load
     explicit_config = read_config_file(config)
     state = _read_transformer_state(sat_path, allow_unsafe_pickle)

@@ -7,9 +7,11 @@ they are written as SAT registers them.
 
 from __future__ import annotations
 
+import json
 import os
+import types
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 from diffusers.utils import logging
@@ -43,36 +45,149 @@ def _sat_rotary_tables(config) -> dict[str, torch.Tensor]:
     return {"mixins.pos_embed.freqs_sin": grid.sin(), "mixins.pos_embed.freqs_cos": grid.cos()}
 
 
-def _load_transformer(transformer) -> tuple[torch.nn.Module, Path | None]:
-    """The transformer itself, or loaded from a pipeline / transformer folder (returned too, to find gates beside)."""
+TRANSFORMER_CLASS = "CogVideoXTransformer3DModel"
+WEIGHTS_NAME = "diffusion_pytorch_model.safetensors"
+WEIGHTS_INDEX_NAME = "diffusion_pytorch_model.safetensors.index.json"
+
+
+def _transformer_folder(folder: Path) -> Path:
+    """The folder holding the transformer's config.json: ``folder/transformer`` of a pipeline, else ``folder``."""
+    if not folder.is_dir():
+        raise FileNotFoundError(f"{str(folder)!r} is not a folder. Pass a CogVideoX pipeline folder or its "
+                                "transformer folder.")
+    for candidate in (folder / "transformer", folder):
+        if (candidate / "config.json").is_file():
+            return candidate
+    raise FileNotFoundError(
+        f"{str(folder)!r} holds no diffusers transformer: expected config.json there or in 'transformer/'. "
+        "Pass a CogVideoX pipeline folder or its transformer folder."
+    )
+
+
+def _read_config(folder: Path) -> dict:
+    """The transformer's config.json, refused unless it names a CogVideoX transformer (a Wan, a CV-VAE, ...)."""
+    path = folder / "config.json"
+    try:
+        config = json.loads(path.read_text())
+    except (OSError, ValueError) as error:
+        raise ValueError(f"{str(path)!r} is not a readable JSON config ({error}). Fix or replace the file.") from None
+    name = config.get("_class_name") if isinstance(config, dict) else None
+    if name != TRANSFORMER_CLASS:
+        vae = name is None and isinstance(config, dict) and any("vae" in k or "latent" in k for k in config) \
+            or "VAE" in str(name) or "Autoencoder" in str(name)
+        found = f"a {name}" if name else "a config without _class_name" + (" (a CV-VAE / VAE folder?)" if vae else "")
+        raise ValueError(
+            f"export-sat writes the CogVideoX SAT layout, but {str(path)!r} describes {found}, not a "
+            f"{TRANSFORMER_CLASS}. Pass a CogVideoX pipeline folder or its transformer folder."
+        )
+    return config
+
+
+def _weight_files(folder: Path) -> list[Path]:
+    """The safetensors files of a transformer folder: one file, or the shards its index names."""
+    index = folder / WEIGHTS_INDEX_NAME
+    if index.is_file():
+        try:
+            weight_map = json.loads(index.read_text())["weight_map"]
+        except (OSError, ValueError, KeyError, TypeError) as error:
+            raise ValueError(f"{str(index)!r} is not a safetensors index ({type(error).__name__}: {error}). "
+                             "Copy the transformer folder again.") from None
+        files = [folder / name for name in dict.fromkeys(weight_map.values())]
+        absent = [str(f) for f in files if not f.is_file()]
+        if absent:
+            raise FileNotFoundError(f"{str(index)!r} names shards that do not exist: {absent}. Copy the missing "
+                                    "shards (or the whole folder) again.")
+        return files
+    if (folder / WEIGHTS_NAME).is_file():
+        return [folder / WEIGHTS_NAME]
+    raise FileNotFoundError(
+        f"{str(folder)!r} has no {WEIGHTS_NAME} (or {WEIGHTS_INDEX_NAME}); found "
+        f"{sorted(p.name for p in folder.iterdir())}. export-sat reads safetensors weights: save the transformer "
+        "with save_pretrained(safe_serialization=True)."
+    )
+
+
+def _read_weights(files: list[Path]) -> dict[str, torch.Tensor]:
+    from safetensors.torch import load_file
+
+    state = {}
+    for file in files:
+        try:
+            state.update(load_file(str(file)))
+        except Exception as error:  # noqa: BLE001 - safetensors raises its own type for truncated / corrupt files
+            raise ValueError(f"Could not read {str(file)!r} ({type(error).__name__}: {error}): the file is truncated "
+                             "or corrupt. Copy or download it again.") from None
+    return state
+
+
+def _check_state(state: dict[str, torch.Tensor], expected: dict[str, torch.Size], folder: Path) -> None:
+    """Refuse missing, extra or mis-shaped tensors, listing them: nothing is ever initialised at random."""
+    missing, extra = sorted(set(expected) - set(state)), sorted(set(state) - set(expected))
+    mismatched = sorted(f"{k}: {tuple(state[k].shape)} vs {tuple(expected[k])} expected"
+                        for k in set(state) & set(expected) if state[k].shape != expected[k])
+    problems = [f"{label} ({len(keys)}): {', '.join(keys)}" for label, keys in
+                (("missing tensors", missing), ("unexpected tensors", extra), ("shape mismatches", mismatched)) if keys]
+    if problems:
+        raise ValueError(
+            f"The weights in {str(folder)!r} do not match the {TRANSFORMER_CLASS} its config.json describes: "
+            + " | ".join(problems) + ". Nothing was written. Export a complete transformer folder (save_pretrained), "
+            "or fix config.json."
+        )
+
+
+def _load_transformer_folder(folder: Path) -> tuple[dict, dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+    """(config, weights, buffers) of a transformer folder, read strictly: the weights are the files' tensors."""
+    from accelerate import init_empty_weights
     from diffusers import CogVideoXTransformer3DModel
 
-    folder = None
+    config = _read_config(folder)
+    files = _weight_files(folder)
+    try:
+        with init_empty_weights():  # parameters on the meta device: only shapes, no initialisation
+            skeleton = CogVideoXTransformer3DModel.from_config(config)
+    except (TypeError, ValueError) as error:
+        raise ValueError(f"{str(folder / 'config.json')!r} is not a valid {TRANSFORMER_CLASS} config ({error}). "
+                         "Fix config.json.") from None
+    expected = {k: v.shape for k, v in skeleton.state_dict().items()}
+    state = _read_weights(files)
+    _check_state(state, expected, folder)
+    buffers = {name: b.detach() for name, b in skeleton.named_buffers()}  # fixed tables, computed from the config
+    return dict(skeleton.config), state, buffers
+
+
+class _Source(NamedTuple):
+    """What the export reads: the config, the weights by diffusers name, the fixed tables, and the folder."""
+
+    config: Any
+    state: dict[str, torch.Tensor]
+    buffers: dict[str, torch.Tensor]
+    folder: Path | None
+    gates: RepVideoGates | None
+
+
+def _load_transformer(transformer) -> _Source:
+    """The export's input: a model in memory, or a pipeline / transformer folder read strictly."""
     if isinstance(transformer, (str, os.PathLike)):
-        folder = Path(transformer)
-        if (folder / "transformer" / "config.json").is_file():
-            model = CogVideoXTransformer3DModel.from_pretrained(folder, subfolder="transformer")
-        elif (folder / "config.json").is_file():
-            model = CogVideoXTransformer3DModel.from_pretrained(folder)
-        else:
-            raise FileNotFoundError(
-                f"{str(folder)!r} holds no diffusers transformer: expected config.json there or in 'transformer/'. "
-                "Pass a CogVideoX pipeline folder or its transformer folder."
-            )
-    else:
-        model = transformer
-    if type(model).__name__ != "CogVideoXTransformer3DModel":
+        folder = _transformer_folder(Path(transformer))
+        config, state, buffers = _load_transformer_folder(folder)
+        return _Source(types.SimpleNamespace(**config), state, buffers, Path(transformer), None)
+    if type(transformer).__name__ != TRANSFORMER_CLASS:
         raise ValueError(
-            f"export-sat writes the CogVideoX SAT layout, but got a {type(model).__name__}. "
-            "Pass a CogVideoXTransformer3DModel (or a CogVideoX pipeline folder)."
+            f"export-sat writes the CogVideoX SAT layout, but got a {type(transformer).__name__}. "
+            f"Pass a {TRANSFORMER_CLASS} (or a CogVideoX pipeline folder)."
         )
-    return model, folder
+    # The gates RepVideo attaches to the transformer are exported as SAT's learnable_gating, not as weights.
+    attached = tuple(f"{name}." for name, module in transformer.named_modules() if isinstance(module, RepVideoGates))
+    state = {k: v.detach() for k, v in transformer.state_dict().items() if not k.startswith(attached)}
+    buffers = {name: b.detach() for name, b in transformer.named_buffers()}
+    return _Source(transformer.config, state, buffers, None, getattr(transformer, "repvideo_gates", None))
 
 
-def _find_gates(model: torch.nn.Module, gates: Any, folder: Path | None) -> RepVideoGates:
-    """``gates`` as given (gates or a folder), else those applied to ``model``, else ``repvideo/`` beside it."""
+def _find_gates(source: _Source, gates: Any) -> RepVideoGates:
+    """``gates`` as given (gates or a folder), else those applied to the model, else ``repvideo/`` beside it."""
     if gates is None:
-        gates = getattr(model, "repvideo_gates", None)
+        gates = source.gates
+        folder = source.folder
         if gates is None and folder is not None:
             for candidate in (folder / GATES_SUBFOLDER, folder.parent / GATES_SUBFOLDER):
                 if candidate.is_dir():
@@ -80,19 +195,14 @@ def _find_gates(model: torch.nn.Module, gates: Any, folder: Path | None) -> RepV
                     break
         if gates is None:
             raise ValueError(
-                "No RepVideo gates to export: pass gates (a gates folder, RepVideoGates, or a transformer with "
-                "RepVideo applied), or a pipeline folder that has 'repvideo/' beside 'transformer/'."
+                "No RepVideo gates to export: pass gates (--gates: a gates folder, RepVideoGates, or a transformer "
+                "with RepVideo applied), or a pipeline folder that has 'repvideo/' beside 'transformer/'."
             )
     elif isinstance(gates, (str, os.PathLike)):
         gates = load_gates(gates)
     if not isinstance(gates, RepVideoGates):
         raise ValueError(f"gates must be RepVideoGates or a gates folder, got {type(gates).__name__}.")
     return gates
-
-
-def _load_transformer_and_gates(transformer, gates) -> tuple[torch.nn.Module, RepVideoGates]:
-    model, folder = _load_transformer(transformer)
-    return model, _find_gates(model, gates, folder)
 
 
 def _check_gates_fit(gates: RepVideoGates, num_layers: int) -> None:
@@ -109,10 +219,8 @@ def _check_gates_fit(gates: RepVideoGates, num_layers: int) -> None:
         )
 
 
-def _merged_weights(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+def _merged_weights(source: dict[str, torch.Tensor], num_layers: int) -> dict[str, torch.Tensor]:
     """Every transformer weight under its SAT name (unprefixed), fused where SAT fuses; refuses leftovers."""
-    num_layers = len(model.transformer_blocks)
-    source = {k: v.detach() for k, v in model.state_dict().items()}
     sat: dict[str, torch.Tensor] = {}
     used = set()
     for rule in _RULES:
@@ -132,17 +240,24 @@ def _merged_weights(model: torch.nn.Module) -> dict[str, torch.Tensor]:
     return sat
 
 
-def _position_tables(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+def _position_tables(config, buffers: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """The fixed position tables SAT's strict loading expects (none for CogVideoX1.5, whose tables SAT recomputes)."""
-    config = model.config
     if not config.use_rotary_positional_embeddings:
         # SAT's Basic3DPositionEmbeddingMixin: zeros for the text tokens, then the 3-D sin-cos table. diffusers keeps
         # exactly this joint table as its (non-persistent) buffer.
-        return {"mixins.pos_embed.pos_embedding": model.patch_embed.pos_embedding.detach()}
+        return {"mixins.pos_embed.pos_embedding": buffers["patch_embed.pos_embedding"]}
     if config.patch_size_t is None:
         return _sat_rotary_tables(config)
     logger.warning("CogVideoX1.5 rotary tables are not exported: SAT recomputes them (pass --force_inference).")
     return {}
+
+
+def _check_out_folder(out_dir, overwrite: bool) -> None:
+    """A file at ``out_dir`` is refused even with ``overwrite`` (a folder is written there); see `check_new_folder`."""
+    if Path(out_dir).exists() and not Path(out_dir).is_dir():
+        raise ValueError(f"--out {str(out_dir)!r} is a file; the SAT checkpoint is a folder. Choose a folder path "
+                         "(--overwrite replaces folders only).")
+    check_new_folder(out_dir, overwrite)
 
 
 def export_sat(
@@ -161,7 +276,9 @@ def export_sat(
     SAT registers them, so SAT's strict inference loading finds every key. CogVideoX1.5 rotary tables are left to SAT.
 
     Args:
-        transformer: a `CogVideoXTransformer3DModel`, or a pipeline / transformer folder.
+        transformer: a `CogVideoXTransformer3DModel`, or a pipeline / transformer folder, read strictly: its
+            config.json must name a CogVideoX transformer and its safetensors weights (one file or shards) must
+            hold exactly that model's tensors; missing, extra or mis-shaped tensors are refused, listed.
         gates: `RepVideoGates`, a gates folder or Hub id; default: the gates applied to `transformer`, else the
             `repvideo/` folder beside it.
         out_dir: output folder (atomic; must not exist or be empty unless ``overwrite=True``).
@@ -184,11 +301,13 @@ def export_sat(
     dtype = parse_dtype(dtype)
     if isinstance(iteration, bool) or not isinstance(iteration, int) or iteration < 0:
         raise ValueError(f"iteration must be a non-negative integer, got {iteration!r}.")
-    check_new_folder(out_dir, overwrite)  # refuse a non-empty --out before loading the model
-    model, gates = _load_transformer_and_gates(transformer, gates)
-    _check_gates_fit(gates, len(model.transformer_blocks))
-    dtype = dtype or model.dtype
-    sat = {**_merged_weights(model), **_position_tables(model), SAT_GATE_KEY: gates.gate.detach()}
+    _check_out_folder(out_dir, overwrite)  # refuse a file or a non-empty folder at --out before loading the model
+    source = _load_transformer(transformer)
+    gates = _find_gates(source, gates)
+    _check_gates_fit(gates, source.config.num_layers)
+    dtype = dtype or next(v.dtype for v in source.state.values() if v.is_floating_point())
+    sat = {**_merged_weights(source.state, source.config.num_layers), **_position_tables(source.config, source.buffers),
+           SAT_GATE_KEY: gates.gate.detach()}
     module = {SAT_PREFIX + k: v.to(dtype).contiguous() for k, v in sat.items()}
     with staged_folder(out_dir, overwrite=overwrite) as staging:
         (staging / str(iteration)).mkdir()
