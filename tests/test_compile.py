@@ -156,6 +156,27 @@ def test_regionally_compiled_training_gives_the_gates_the_eager_gradients(family
     assert counter.frame_count == vanilla_graphs
 
 
+@pytest.mark.parametrize("regional", [pytest.param(False, id="whole-model", marks=pytest.mark.slow),
+                                      pytest.param(True, id="regional")])
+def test_compiled_training_with_gradient_checkpointing_gives_the_eager_gradients(regional):
+    transformer, inputs, _ = build("Wan")
+    transformer.train()
+    transformer.enable_gradient_checkpointing()
+    loss, grad = loss_and_gate_grad(transformer, transformer, inputs)
+
+    counter = _compat.graph_counter()
+    if regional:
+        compile_blocks(transformer, counter)
+        model = transformer
+    else:
+        model = torch.compile(transformer, backend=counter, fullgraph=True)
+    for _ in range(2):
+        compiled_loss, compiled_grad = loss_and_gate_grad(model, transformer, inputs)
+        assert_close(compiled_loss, loss)
+        assert_close(compiled_grad, grad)
+    assert counter.frame_count == 1 and grad[LIVE_GATES].abs().min().item() > 0
+
+
 def test_remove_repvideo_after_regional_compilation_gives_the_vanilla_output_back():
     transformer, inputs, vanilla = build("Wan")
     compile_blocks(transformer, _compat.graph_counter())

@@ -127,11 +127,10 @@ class RepVideoBlockHook(ModelHook):
                 args, kwargs = self._set(args, kwargs, position, self.block_list.from_canonical(blended, state.context))
                 continue
             if not grad:
-                # Never in place under torch.compile: the graph is functional anyway, and `is_view` cannot be traced.
                 if state.owned and not torch.compiler.is_compiling() and not _compat.is_view(stream):
-                    # Inference: blend into the block's input in place. Nothing else reads it: the cache holds its
-                    # own running mean (`owned`) and the model's loop rebinds its variable to this block's output.
-                    # Saves one hidden-state allocation per stream and block, and keeping both tensors alive.
+                    # Inference, not compiling (graphs are functional; `is_view` cannot be traced): blend in place.
+                    # Nothing else reads the input: the cache holds its own running mean (`owned`) and the model's
+                    # loop rebinds its variable to this block's output. Saves a hidden-state allocation per block.
                     stream.lerp_(mean, weight)
                     continue
                 blended = torch.lerp(stream, mean, weight)
@@ -194,9 +193,9 @@ class RepVideoBlockHook(ModelHook):
 
 
 class _CheckpointedBlocks:
-    """Wraps the function a transformer calls its blocks through under gradient checkpointing, so the blend and the cache update run *outside* the
-    checkpointed region, as in the official code: recomputation during backward then replays only the block and
-    never sees a cache that has moved on."""
+    """Wraps the function a transformer calls its blocks through under gradient checkpointing, so the blend and the
+    cache update run *outside* the checkpointed region, as in the official code: recomputation during backward then
+    replays only the block and never sees a cache that has moved on."""
 
     def __init__(self, checkpoint_func, hooks: dict[int, RepVideoBlockHook]):
         self.checkpoint_func = checkpoint_func
@@ -208,16 +207,20 @@ class _CheckpointedBlocks:
         if hook is None or not hook.state.active:
             return self.checkpoint_func(function, *args, **kwargs)
         args, kwargs = hook.blend_inputs(args, kwargs)
-        output = self.checkpoint_func(hook.call_without_repvideo, *args, **kwargs)
+        if torch.compiler.is_compiling():
+            # Dynamo traces the checkpointed function once (recomputation replays that graph) and cannot trace one
+            # that changes Python state: bypass RepVideo around the checkpoint call instead of inside it.
+            output = hook.bypassed(self.checkpoint_func, (function, *args), kwargs)
+        else:
+            output = self.checkpoint_func(hook.call_without_repvideo, *args, **kwargs)
         hook.update_cache(output)
         return output
 
 
 class _OutsideCompiledRegion:
-    """Stands in for a block's compiled call (``block.compile()``, ``compile_repeated_blocks``) so that the blend and
-    the cache update run *outside* the compiled region. Inside it the hook only ever sees ``_bypass`` set, so every
-    block of a class traces the same code: one graph per block class instead of one per block (index, cache state
-    and window position would otherwise be guards)."""
+    """Stands in for a block's compiled call (``block.compile()``, ``compile_repeated_blocks``): the blend and cache
+    update run *outside* the compiled region, where the hook always sees ``_bypass == 1``. So every block of a class
+    traces the same code: one graph per class, not one per block (index and cache state would be guards)."""
 
     def __init__(self, hook: RepVideoBlockHook, compiled):
         self.hook = hook
@@ -225,8 +228,8 @@ class _OutsideCompiledRegion:
 
     def __call__(self, *args, **kwargs):
         hook = self.hook
-        if hook._bypass or not hook.state.active:
-            return hook.bypassed(self.compiled, args, kwargs)
+        if hook._bypass or not hook.state.active:  # `_bypass` is already 1 inside activation checkpointing
+            return self.compiled(*args, **kwargs) if hook._bypass else hook.bypassed(self.compiled, args, kwargs)
         args, kwargs = hook.blend_inputs(args, kwargs)
         output = hook.bypassed(self.compiled, args, kwargs)
         hook.update_cache(output)
@@ -234,8 +237,7 @@ class _OutsideCompiledRegion:
 
 
 def _wrap_compiled_blocks(hooks: dict[int, RepVideoBlockHook]) -> None:
-    """Put `_OutsideCompiledRegion` around every block compiled since the last call (compile may come before or
-    after RepVideo)."""
+    """Put `_OutsideCompiledRegion` around every block compiled since the last call (before or after RepVideo)."""
     for hook in hooks.values():
         compiled = _compat.compiled_call(hook._block)
         if compiled is not None and not isinstance(compiled, _OutsideCompiledRegion):
