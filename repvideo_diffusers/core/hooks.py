@@ -219,8 +219,8 @@ class _CheckpointedBlocks:
 
 class _OutsideCompiledRegion:
     """Stands in for a block's compiled call (``block.compile()``, ``compile_repeated_blocks``): the blend and cache
-    update run *outside* the compiled region, where the hook always sees ``_bypass == 1``. So every block of a class
-    traces the same code: one graph per class, not one per block (index and cache state would be guards)."""
+    update run *outside* the compiled region; inside it the hook always sees ``_bypass == 1``. So every block of a
+    class traces the same code: one graph per class, not one per block (index and cache state would be guards)."""
 
     def __init__(self, hook: RepVideoBlockHook, compiled):
         self.hook = hook
