@@ -170,6 +170,52 @@ def is_view(tensor: torch.Tensor) -> bool:
     return tensor._is_view()
 
 
+# `Module.compile()` (and so diffusers' `ModelMixin.compile_repeated_blocks`) stores `torch.compile(self._call_impl)`
+# in `_compiled_call_impl`, which `Module.__call__` calls instead of `_call_impl`. Everything a block's hooks do then
+# runs inside the compiled region, and RepVideo's per-block Python state (block index, cache) would become guards:
+# one graph per block. RepVideo puts its blend and cache update around that call instead, outside the region; there
+# is no public hook between `Module.__call__` and the compiled call. Verified on torch 2.13.
+_COMPILED_CALL_ATTRIBUTE = "_compiled_call_impl"
+
+
+def compiled_call(module: torch.nn.Module) -> Callable | None:
+    """The compiled call `Module.compile()` installed on ``module``, or ``None``."""
+    return module.__dict__.get(_COMPILED_CALL_ATTRIBUTE)
+
+
+def set_compiled_call(module: torch.nn.Module, function: Callable) -> None:
+    """Replace the compiled call of a module that `Module.compile()` compiled. Verified on torch 2.13."""
+    setattr(module, _COMPILED_CALL_ATTRIBUTE, function)
+
+
+# Counting what torch.compile builds (tests): public torch tells neither how many graphs dynamo made nor lets a test
+# forbid recompiles. diffusers' own compile tests use the same two config switches. Verified on torch 2.13.
+
+
+def graph_counter(backend: str = "aot_eager"):
+    """A `torch.compile` backend that compiles with ``backend`` and counts the graphs dynamo hands it
+    (``.frame_count``): `torch._dynamo.testing.CompileCounterWithBackend`. Verified on torch 2.13."""
+    from torch._dynamo.testing import CompileCounterWithBackend
+
+    return CompileCounterWithBackend(backend)
+
+
+def recompile_limit(limit: int):
+    """Context manager: dynamo keeps at most ``limit`` graphs per code object (``torch._dynamo.config``'s
+    ``recompile_limit``; diffusers' ``test_torch_compile_repeated_blocks`` uses 1). Verified on torch 2.13."""
+    import torch._dynamo
+
+    return torch._dynamo.config.patch(recompile_limit=limit)
+
+
+def fail_on_recompile():
+    """Context manager: any recompilation raises (``error_on_recompile``, as diffusers'
+    ``test_torch_compile_recompilation_and_graph_break``). Verified on torch 2.13."""
+    import torch._dynamo
+
+    return torch._dynamo.config.patch(error_on_recompile=True)
+
+
 # ----------------------------------------------------------------------------------------------------------------
 # accelerate
 # ----------------------------------------------------------------------------------------------------------------

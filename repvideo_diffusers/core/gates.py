@@ -259,9 +259,11 @@ def find_saved_gates(transformer: torch.nn.Module, pipeline_path: str | os.PathL
 
 
 def gate_dtype(transformer: torch.nn.Module) -> torch.dtype:
-    """The dtype the gates take on `transformer`: that of its first parameter held in a compute dtype (float32,
-    bfloat16, float16, float64). Quantized storage (bitsandbytes' int8 / uint8 weights, float8 layerwise casting)
-    is skipped, so the gates stay a learnable floating-point vector; float32 if no parameter qualifies.
+    """The dtype the gates take on `transformer`: the model's dtype (`ModelMixin.dtype`, which skips modules kept in
+    float32 such as Wan's ``scale_shift_table`` and gives the compute dtype under layerwise casting), else that of
+    its first parameter held in a compute dtype (float32, bfloat16, float16, float64). Quantized storage
+    (bitsandbytes' int8 / uint8 weights, float8) is never taken, so the gates stay a learnable floating-point
+    vector; float32 if no parameter qualifies.
 
     Example:
         ```python
@@ -275,6 +277,9 @@ def gate_dtype(transformer: torch.nn.Module) -> torch.dtype:
         ```
     """
     compute = (torch.float32, torch.bfloat16, torch.float16, torch.float64)
+    model_dtype = getattr(transformer, "dtype", None) if isinstance(transformer, ModelMixin) else None
+    if model_dtype in compute:
+        return model_dtype
     return next((p.dtype for p in transformer.parameters() if p.dtype in compute), torch.float32)
 
 

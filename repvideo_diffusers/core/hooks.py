@@ -18,15 +18,15 @@ run in which order and where the streams sit in each block's arguments and outpu
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
-from typing import Any, NamedTuple
+from typing import Any
 
 import torch
 from diffusers.hooks import HookRegistry, ModelHook
 from diffusers.utils import logging
 
 from .. import _compat
-from ..families import BlockList, get_family, get_transformer_blocks, registered_families, stream_positions
+from ..families import BlockList, get_family, get_transformer_blocks, stream_positions
+from ._deprecated import SUPPORTED_MODELS, ModelSpec, get_model_spec  # noqa: F401  (old names, still importable here)
 from .config import RepVideoConfig
 from .gates import RepVideoGates, gate_dtype, resolve_gates
 
@@ -36,45 +36,6 @@ logger = logging.get_logger(__name__)
 _BLOCK_HOOK = "repvideo_block"
 _GATES_ATTRIBUTE = "repvideo_gates"
 _STATE_ATTRIBUTE = "_repvideo_state"
-
-
-class ModelSpec(NamedTuple):
-    """Deprecated view of a registered family: its name and block lists (use `repvideo_diffusers.families`)."""
-
-    family: str
-    block_lists: tuple[str, ...]
-
-
-class _SupportedModels(Mapping):
-    """``{transformer class name: ModelSpec}``, read live from the family registry (kept for compatibility; the
-    registry, `repvideo_diffusers.families.registered_families()`, says more)."""
-
-    def _table(self) -> dict:
-        return {
-            cls if isinstance(cls, str) else cls.__name__: ModelSpec(family.name, tuple(b.attribute for b in family.blocks))
-            for family in registered_families().values() for cls in family.transformers
-        }
-
-    def __getitem__(self, key):
-        return self._table()[key]
-
-    def __iter__(self):
-        return iter(self._table())
-
-    def __len__(self):
-        return len(self._table())
-
-    def __repr__(self):
-        return repr(self._table())
-
-
-SUPPORTED_MODELS: Mapping[str, ModelSpec] = _SupportedModels()
-
-
-def get_model_spec(transformer: torch.nn.Module) -> ModelSpec:
-    """Deprecated: `repvideo_diffusers.families.get_family`."""
-    family = get_family(transformer)
-    return ModelSpec(family.name, tuple(b.attribute for b in family.blocks))
 
 
 class _RepVideoState:
@@ -165,10 +126,10 @@ class RepVideoBlockHook(ModelHook):
                 args, kwargs = self._set(args, kwargs, position, self.block_list.from_canonical(blended, state.context))
                 continue
             if not grad:
-                if state.owned and not _compat.is_view(stream):
-                    # Inference: blend into the block's input in place. Nothing else reads it: the cache holds its
-                    # own running mean (`owned`) and the model's loop rebinds its variable to this block's output.
-                    # Saves one hidden-state allocation per stream and block, and keeping both tensors alive.
+                if state.owned and not torch.compiler.is_compiling() and not _compat.is_view(stream):
+                    # Inference, not compiling (graphs are functional; `is_view` cannot be traced): blend in place.
+                    # Nothing else reads the input: the cache holds its own running mean (`owned`) and the model's
+                    # loop rebinds its variable to this block's output. Saves a hidden-state allocation per block.
                     stream.lerp_(mean, weight)
                     continue
                 blended = torch.lerp(stream, mean, weight)
@@ -210,9 +171,12 @@ class RepVideoBlockHook(ModelHook):
 
     def call_without_repvideo(self, *args, **kwargs):
         """Run the block (with any other hooks) but without RepVideo: used inside activation checkpointing."""
+        return self.bypassed(self._block, args, kwargs)
+
+    def bypassed(self, function, args, kwargs):
         self._bypass += 1
         try:
-            return self._block(*args, **kwargs)
+            return function(*args, **kwargs)
         finally:
             self._bypass -= 1
 
@@ -228,9 +192,9 @@ class RepVideoBlockHook(ModelHook):
 
 
 class _CheckpointedBlocks:
-    """Wraps the function a transformer calls its blocks through under gradient checkpointing, so the blend and the cache update run *outside* the
-    checkpointed region, as in the official code: recomputation during backward then replays only the block and
-    never sees a cache that has moved on."""
+    """Wraps the function a transformer calls its blocks through under gradient checkpointing, so the blend and the
+    cache update run *outside* the checkpointed region, as in the official code: recomputation during backward then
+    replays only the block and never sees a cache that has moved on."""
 
     def __init__(self, checkpoint_func, hooks: dict[int, RepVideoBlockHook]):
         self.checkpoint_func = checkpoint_func
@@ -242,9 +206,41 @@ class _CheckpointedBlocks:
         if hook is None or not hook.state.active:
             return self.checkpoint_func(function, *args, **kwargs)
         args, kwargs = hook.blend_inputs(args, kwargs)
-        output = self.checkpoint_func(hook.call_without_repvideo, *args, **kwargs)
+        if torch.compiler.is_compiling():
+            # Dynamo traces the checkpointed function once (recomputation replays that graph) and cannot trace one
+            # that changes Python state: bypass RepVideo around the checkpoint call instead of inside it.
+            output = hook.bypassed(self.checkpoint_func, (function, *args), kwargs)
+        else:
+            output = self.checkpoint_func(hook.call_without_repvideo, *args, **kwargs)
         hook.update_cache(output)
         return output
+
+
+class _OutsideCompiledRegion:
+    """Stands in for a block's compiled call (``block.compile()``, ``compile_repeated_blocks``): the blend and cache
+    update run *outside* the compiled region; inside it the hook always sees ``_bypass == 1``. So every block of a
+    class traces the same code: one graph per class, not one per block (index and cache state would be guards)."""
+
+    def __init__(self, hook: RepVideoBlockHook, compiled):
+        self.hook = hook
+        self.compiled = compiled
+
+    def __call__(self, *args, **kwargs):
+        hook = self.hook
+        if hook._bypass or not hook.state.active:  # `_bypass` is already 1 inside activation checkpointing
+            return self.compiled(*args, **kwargs) if hook._bypass else hook.bypassed(self.compiled, args, kwargs)
+        args, kwargs = hook.blend_inputs(args, kwargs)
+        output = hook.bypassed(self.compiled, args, kwargs)
+        hook.update_cache(output)
+        return output
+
+
+def _wrap_compiled_blocks(hooks: dict[int, RepVideoBlockHook]) -> None:
+    """Put `_OutsideCompiledRegion` around every block compiled since the last call (before or after RepVideo)."""
+    for hook in hooks.values():
+        compiled = _compat.compiled_call(hook._block)
+        if compiled is not None and not isinstance(compiled, _OutsideCompiledRegion):
+            _compat.set_compiled_call(hook._block, _OutsideCompiledRegion(hook, compiled))
 
 
 class _Attachment:
@@ -264,6 +260,8 @@ def _start_forward(transformer, args, kwargs):
     if checkpoint_func is not None and not isinstance(checkpoint_func, _CheckpointedBlocks):
         # Installed here, not at apply time, so `enable_gradient_checkpointing()` may come before or after RepVideo.
         _compat.set_checkpointing_func(transformer, _CheckpointedBlocks(checkpoint_func, attachment.hooks))
+    if not torch.compiler.is_compiling():
+        _wrap_compiled_blocks(attachment.hooks)
     context = attachment.family.forward_context
     attachment.state.start(context(transformer, args, kwargs) if context is not None else None)
 
@@ -379,6 +377,9 @@ def remove_repvideo(transformer: torch.nn.Module) -> None:
     if isinstance(checkpoint_func, _CheckpointedBlocks):
         _compat.set_checkpointing_func(transformer, checkpoint_func.checkpoint_func)
     for block in get_transformer_blocks(transformer):
+        compiled = _compat.compiled_call(block)
+        if isinstance(compiled, _OutsideCompiledRegion):
+            _compat.set_compiled_call(block, compiled.compiled)
         registry = _compat.hook_registry(block)
         if registry is None:
             continue
