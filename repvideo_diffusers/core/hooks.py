@@ -87,12 +87,14 @@ class _RepVideoState:
     def __init__(self):
         self.active = False
         self.context: dict = {}
+        self.in_place = True  # False while a step cache (diffusers', cache-dit's) may hold block outputs
         self.reset()
 
     def reset(self):
         self.means: tuple[torch.Tensor, ...] | None = None
         self.sources: tuple[torch.Tensor, ...] | None = None  # the block outputs the cache was last reset to
         self.count = 0
+        self.last = -1  # the index of the last block whose output entered the cache
         # False while `means` still aliases a block output that flows on to the next block: it must not be
         # updated in place until it has been replaced by a tensor of our own.
         self.owned = False
@@ -142,8 +144,9 @@ class RepVideoBlockHook(ModelHook):
         """``h <- g * mean(cache) + (1 - g) * h`` for every blended stream."""
         state = self.state
         streams = [self._get(args, kwargs, i) for i in range(len(self.argument_names))]
-        if state.means is None:
-            # First block of the forward call: the cache holds only the embedded input, so its mean is `h`.
+        skipped = state.last < self.index - 1 and state.last // self.window != (self.index - 1) // self.window
+        if state.means is None or skipped:
+            # First block of the call (mean == h), or a step cache skipped every block of the previous block's window.
             return args, kwargs
         if state.count == 1 and all(m is s for m, s in zip(state.sources, streams)):
             # Right after a reset the cache holds exactly the tensor entering this block: the blend is a no-op.
@@ -165,7 +168,7 @@ class RepVideoBlockHook(ModelHook):
                 args, kwargs = self._set(args, kwargs, position, self.block_list.from_canonical(blended, state.context))
                 continue
             if not grad:
-                if state.owned and not _compat.is_view(stream):
+                if state.owned and state.in_place and not _compat.is_view(stream):
                     # Inference: blend into the block's input in place. Nothing else reads it: the cache holds its
                     # own running mean (`owned`) and the model's loop rebinds its variable to this block's output.
                     # Saves one hidden-state allocation per stream and block, and keeping both tensors alive.
@@ -187,9 +190,10 @@ class RepVideoBlockHook(ModelHook):
         outputs = sources
         if self.relayout:
             outputs = tuple(None if out is None else self.block_list.to_canonical(out, state.context) for out in sources)
-        if self.index % self.window == 0:
-            state.means, state.sources, state.count, state.owned = outputs, sources, 1, False
+        if self.index % self.window == 0 or self.index // self.window > state.last // self.window:
+            state.means, state.sources, state.count, state.owned, state.last = outputs, sources, 1, False, self.index
             return
+        state.last = self.index
         state.count += 1
         state.sources = None  # only the block right after a reset compares against them; keep no tensor alive
         weight = 1.0 / state.count  # running mean: m_n = m_{n-1} + (x_n - m_{n-1}) / n
@@ -264,6 +268,7 @@ def _start_forward(transformer, args, kwargs):
     if checkpoint_func is not None and not isinstance(checkpoint_func, _CheckpointedBlocks):
         # Installed here, not at apply time, so `enable_gradient_checkpointing()` may come before or after RepVideo.
         _compat.set_checkpointing_func(transformer, _CheckpointedBlocks(checkpoint_func, attachment.hooks))
+    attachment.state.in_place = not _compat.step_cache_enabled(transformer, get_transformer_blocks(transformer))
     context = attachment.family.forward_context
     attachment.state.start(context(transformer, args, kwargs) if context is not None else None)
 
