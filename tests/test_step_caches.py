@@ -41,10 +41,11 @@ NONE: list = []
 
 
 def _cogvideox(tiny_pipe):
+    """The embedded tiny CogVideoX pipeline (4 blocks)."""
     return tiny_pipe
 
 
-def _wan(tiny_pipe):
+def _wan(_):
     """A Wan 2.1 text-to-video pipeline (4 blocks): the family diffusers' SeaCache has its built-in adapter for."""
     from diffusers import FlowMatchEulerDiscreteScheduler, WanPipeline
 
@@ -150,7 +151,7 @@ NO_SKIP = {
         spatial_attention_timestep_skip_range=(-1, -1), unconditional_batch_timestep_skip_range=(-1, -1),
         tensor_format="BFCHW", current_timestep_callback=_timestep(p))),  # -1 < t < -1 never holds
     "SeaCache-Wan": (_wan, lambda p: SeaCacheConfig(threshold=0.0)),  # accumulated distance >= 0: always computed
-    "SeaCache-CogVideoX": (_cogvideox, lambda p: SeaCacheConfig(threshold=10.0)),  # no sigma from the pipeline: runs all
+    "SeaCache-CogVideoX": (_cogvideox, lambda p: SeaCacheConfig(threshold=10.0)),  # CogVideoX passes no sigma: all run
     "TextKVCache": (_cogvideox, lambda p: TextKVCacheConfig()),  # caches only NucleusMoE-Image's blocks
 }
 
@@ -258,7 +259,7 @@ def test_block_outputs_a_cache_keeps_are_not_blended_into(tiny_pipe):
     assert (results[0] - results[1]).abs().max().item() <= 1e-5
 
 
-def test_first_block_cache_keeps_the_head_output_before_repvideo_touches_anything(tiny_pipe, monkeypatch):
+def test_under_first_block_cache_a_skipped_step_caches_block_0_alone(tiny_pipe, monkeypatch):
     # FirstBlockCache sits outside RepVideo on each block: block 0 runs with RepVideo at every step (no blend, its
     # output starts the feature cache); at a skipped step the other blocks return their input untouched, so neither
     # blend nor cache update happens there, and the tail residual of the last full step is added after block 0.
