@@ -94,7 +94,6 @@ class _RepVideoState:
         self.means: tuple[torch.Tensor, ...] | None = None
         self.sources: tuple[torch.Tensor, ...] | None = None  # the block outputs the cache was last reset to
         self.count = 0
-        self.last = -1  # the index of the last block whose output entered the cache
         # False while `means` still aliases a block output that flows on to the next block: it must not be
         # updated in place until it has been replaced by a tensor of our own.
         self.owned = False
@@ -144,9 +143,8 @@ class RepVideoBlockHook(ModelHook):
         """``h <- g * mean(cache) + (1 - g) * h`` for every blended stream."""
         state = self.state
         streams = [self._get(args, kwargs, i) for i in range(len(self.argument_names))]
-        skipped = state.last < self.index - 1 and state.last // self.window != (self.index - 1) // self.window
-        if state.means is None or skipped:
-            # First block of the call (mean == h), or a step cache skipped every block of the previous block's window.
+        if state.means is None:
+            # First block of the forward call: the cache holds only the embedded input, so its mean is `h`.
             return args, kwargs
         if state.count == 1 and all(m is s for m, s in zip(state.sources, streams)):
             # Right after a reset the cache holds exactly the tensor entering this block: the blend is a no-op.
@@ -190,10 +188,9 @@ class RepVideoBlockHook(ModelHook):
         outputs = sources
         if self.relayout:
             outputs = tuple(None if out is None else self.block_list.to_canonical(out, state.context) for out in sources)
-        if self.index % self.window == 0 or self.index // self.window > state.last // self.window:
-            state.means, state.sources, state.count, state.owned, state.last = outputs, sources, 1, False, self.index
+        if self.index % self.window == 0 or state.means is None:  # or the first block to run (a step cache skipped)
+            state.means, state.sources, state.count, state.owned = outputs, sources, 1, False
             return
-        state.last = self.index
         state.count += 1
         state.sources = None  # only the block right after a reset compares against them; keep no tensor alive
         weight = 1.0 / state.count  # running mean: m_n = m_{n-1} + (x_n - m_{n-1}) / n
