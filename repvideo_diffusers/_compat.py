@@ -86,6 +86,21 @@ def drop_hook_registry(module: torch.nn.Module) -> None:
         del module.forward
 
 
+def step_cache_enabled(transformer: torch.nn.Module, blocks) -> bool:
+    """Whether a step cache that may keep a block's output past the next block is on ``transformer``: a diffusers
+    cache (``transformer.enable_cache(...)``, public; or an ``apply_*_cache`` call that left a stateful hook,
+    ``ModelHook._is_stateful``, on a block) or cache-dit (``cache_dit.enable_cache`` sets ``transformer._is_cached``).
+    RepVideo then blends into a copy, never into a block output such a cache holds (TaylorSeer keeps block outputs,
+    cache-dit the input of its middle blocks). Verified on diffusers 0.40.0 - 0.42.1 and cache-dit 1.5.3."""
+    if getattr(transformer, "is_cache_enabled", False) or getattr(transformer, "_is_cached", False):
+        return True
+    for block in blocks:
+        registry = hook_registry(block)
+        if registry is not None and any(getattr(hook, "_is_stateful", False) for hook in registry.hooks.values()):
+            return True
+    return False
+
+
 # ----------------------------------------------------------------------------------------------------------------
 # diffusers: gradient checkpointing
 # ----------------------------------------------------------------------------------------------------------------

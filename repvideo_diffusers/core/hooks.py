@@ -48,6 +48,7 @@ class _RepVideoState:
     def __init__(self):
         self.active = False
         self.context: dict = {}
+        self.in_place = True  # False while a step cache (diffusers', cache-dit's) may hold block outputs
         self.reset()
 
     def reset(self):
@@ -126,10 +127,10 @@ class RepVideoBlockHook(ModelHook):
                 args, kwargs = self._set(args, kwargs, position, self.block_list.from_canonical(blended, state.context))
                 continue
             if not grad:
-                if state.owned and not torch.compiler.is_compiling() and not _compat.is_view(stream):
-                    # Inference, not compiling (graphs are functional; `is_view` cannot be traced): blend in place.
-                    # Nothing else reads the input: the cache holds its own running mean (`owned`) and the model's
-                    # loop rebinds its variable to this block's output. Saves a hidden-state allocation per block.
+                if state.owned and state.in_place and not _compat.is_view(stream):
+                    # Inference, not compiling (`in_place` is off then: graphs are functional and `is_view` cannot be
+                    # traced), no step cache that may keep block outputs: blend in place. Nothing else reads the input: the cache holds its own
+                    # running mean (`owned`) and the model's loop rebinds its variable to this block's output.
                     stream.lerp_(mean, weight)
                     continue
                 blended = torch.lerp(stream, mean, weight)
@@ -148,7 +149,7 @@ class RepVideoBlockHook(ModelHook):
         outputs = sources
         if self.relayout:
             outputs = tuple(None if out is None else self.block_list.to_canonical(out, state.context) for out in sources)
-        if self.index % self.window == 0:
+        if self.index % self.window == 0 or state.means is None:  # or the first block to run (a step cache skipped)
             state.means, state.sources, state.count, state.owned = outputs, sources, 1, False
             return
         state.count += 1
@@ -260,8 +261,11 @@ def _start_forward(transformer, args, kwargs):
     if checkpoint_func is not None and not isinstance(checkpoint_func, _CheckpointedBlocks):
         # Installed here, not at apply time, so `enable_gradient_checkpointing()` may come before or after RepVideo.
         _compat.set_checkpointing_func(transformer, _CheckpointedBlocks(checkpoint_func, attachment.hooks))
-    if not torch.compiler.is_compiling():
+    compiling = torch.compiler.is_compiling()  # the in-place blend is for eager runs without a step cache
+    if not compiling:
         _wrap_compiled_blocks(attachment.hooks)
+    attachment.state.in_place = not compiling and not _compat.step_cache_enabled(
+        transformer, get_transformer_blocks(transformer))
     context = attachment.family.forward_context
     attachment.state.start(context(transformer, args, kwargs) if context is not None else None)
 
