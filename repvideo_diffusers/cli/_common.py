@@ -194,21 +194,10 @@ def check_dtype(dtype: str | None, device: str, option: str = "--dtype") -> None
                          f"{option} bf16 on the CPU, or --device cuda on a GPU machine.")
 
 
-def _nearest_existing(path: Path) -> Path:
-    path = path.absolute()
-    while not path.exists() and path != path.parent:
-        path = path.parent
-    return path
-
-
 def _check_parent_writable(path: Path, option: str) -> None:
-    ancestor = _nearest_existing(path.parent)
-    if not ancestor.is_dir():
-        raise UsageError(f"{option} {str(path)!r}: {str(ancestor)!r} is a file, so no folder can be made there. "
-                         "Choose a path under a folder.")
-    if not os.access(ancestor, os.W_OK | os.X_OK):
-        raise UsageError(f"{option} {str(path)!r}: the folder {str(ancestor)!r} is not writable. Choose a path you "
-                         "can write to.")
+    from ..utils.io import check_can_create  # light: os and tempfile only
+
+    check_can_create(path.parent, option, named=path)
 
 
 def check_output_file(out, overwrite: bool = False, suffixes: tuple[str, ...] = (), option: str = "--out") -> Path:

@@ -39,6 +39,8 @@ import os
 import shutil
 from pathlib import Path
 
+from ..utils.io import check_can_create
+
 
 def check_output_dir(out, *, resume, overwrite: bool, option: str = "--out") -> Path:
     """Refuse an output folder that is a file, cannot be written, or holds a run (unless ``resume``/``overwrite``)."""
@@ -55,15 +57,7 @@ def check_output_dir(out, *, resume, overwrite: bool, option: str = "--out") -> 
             raise ValueError(f"{option} {str(out)!r} already holds a run ({', '.join(entries[:4])}). Pass --resume "
                              "latest to continue it, --overwrite to start a new run in its place, or choose a new "
                              "folder.")
-    ancestor = out.absolute()
-    while not ancestor.exists() and ancestor != ancestor.parent:
-        ancestor = ancestor.parent
-    if not ancestor.is_dir():
-        raise ValueError(f"{option} {str(out)!r}: {str(ancestor)!r} is a file, so no folder can be made there. "
-                         "Choose a path under a folder.")
-    if not os.access(ancestor, os.W_OK | os.X_OK):
-        raise ValueError(f"{option} {str(out)!r}: {str(ancestor)!r} is not writable. Choose a folder you can "
-                         "write to.")
+    check_can_create(out, option)
     return out
 
 

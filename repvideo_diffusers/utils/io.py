@@ -43,6 +43,22 @@ def check_new_folder(out: str | os.PathLike, overwrite: bool = False, option: st
     return out
 
 
+def check_can_create(path: str | os.PathLike, option: str = "--out", named: str | os.PathLike | None = None) -> Path:
+    """Refuse a folder ``path`` that could not be made: its nearest existing ancestor is a file, or not writable.
+    ``named``: the path the message names (default ``path``), e.g. the file to be written in that folder."""
+    path = Path(path)
+    ancestor = path.absolute()
+    while not ancestor.exists() and ancestor != ancestor.parent:
+        ancestor = ancestor.parent
+    if not ancestor.is_dir():
+        raise ValueError(f"{option} {str(named or path)!r}: {str(ancestor)!r} is a file, so no folder can be made "
+                         "there. Choose a path under a folder.")
+    if not os.access(ancestor, os.W_OK | os.X_OK):
+        raise ValueError(f"{option} {str(named or path)!r}: the folder {str(ancestor)!r} is not writable. Choose a "
+                         "path you can write to.")
+    return path
+
+
 def _umask() -> int:
     # os.umask both sets and returns the mask: set a harmless value, read the old one, restore it at once.
     mask = os.umask(0o022)
