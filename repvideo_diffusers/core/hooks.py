@@ -128,9 +128,9 @@ class RepVideoBlockHook(ModelHook):
                 continue
             if not grad:
                 if state.owned and state.in_place and not _compat.is_view(stream):
-                    # Inference, not compiling (`in_place` is off then: graphs are functional and `is_view` cannot be
-                    # traced), no step cache that may keep block outputs: blend in place. Nothing else reads the input: the cache holds its own
-                    # running mean (`owned`) and the model's loop rebinds its variable to this block's output.
+                    # Inference, not compiling (`in_place` is off then: graphs are functional, `is_view` untraceable),
+                    # no step cache that may keep block outputs: blend in place. Nothing else reads the input: the
+                    # cache holds its own mean (`owned`), the model's loop rebinds its variable to the block's output.
                     stream.lerp_(mean, weight)
                     continue
                 blended = torch.lerp(stream, mean, weight)
@@ -265,7 +265,7 @@ def _start_forward(transformer, args, kwargs):
     if not compiling:
         _wrap_compiled_blocks(attachment.hooks)
     attachment.state.in_place = not compiling and not _compat.step_cache_enabled(
-        transformer, get_transformer_blocks(transformer))
+        transformer, [hook._block for hook in attachment.hooks.values()])
     context = attachment.family.forward_context
     attachment.state.start(context(transformer, args, kwargs) if context is not None else None)
 
