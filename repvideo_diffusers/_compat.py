@@ -231,6 +231,14 @@ def fail_on_recompile():
     return torch._dynamo.config.patch(error_on_recompile=True)
 
 
+def legacy_vae_attention_kwargs() -> dict:
+    """Keyword arguments for diffusers' `Attention` in a VAE mid-block: ``_from_deprecated_attn_block=True`` marks it
+    as the old VAE attention block, so that diffusers' loader maps checkpoints written with the old weight names
+    (``query`` / ``key`` / ``value`` / ``proj_attn``), as CV-VAE SD3's are, onto ``to_q`` / ``to_k`` / ``to_v`` /
+    ``to_out``. The argument has no public spelling. Verified on diffusers 0.40.0 - 0.42.1."""
+    return {"_from_deprecated_attn_block": True}
+
+
 # ----------------------------------------------------------------------------------------------------------------
 # accelerate
 # ----------------------------------------------------------------------------------------------------------------

@@ -1,6 +1,6 @@
 """Shared checks of the command line's error policy, for the bad-input tables (tests/test_cli_errors*.py).
 
-`run_refused` runs ``repvideo <argv>`` in-process and checks the whole policy: the exit code, exactly one line on
+`assert_refused` runs ``repvideo <argv>`` in-process and checks the whole policy: the exit code, exactly one line on
 stderr of the form ``repvideo <command>: error: ...`` holding every expected fragment, and nothing changed on disk
 under the watched folders (no file added, removed or rewritten, no mode changed).
 """
@@ -28,7 +28,7 @@ def snapshot(*folders) -> dict:
     return state
 
 
-def run_refused(argv, fragments, capsys, watch=(), code: int = 2, command: str | None = None) -> str:
+def assert_refused(argv, fragments, capsys, watch=(), code: int = 2, command: str | None = None) -> str:
     """Run ``repvideo argv``; assert it exits with ``code``, prints one error line naming every fragment, and leaves
     the ``watch`` folders exactly as they were. Returns the error line."""
     capsys.readouterr()  # drop what earlier steps printed

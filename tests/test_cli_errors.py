@@ -1,6 +1,6 @@
 """The error policy of the commands that run models (generate, analyze, bench, convert, export-sat), one row per bad
 input: each must end in exit code 2 and one line naming what was expected, what was found and the fix, before any
-model work, with nothing on disk changed (`run_refused`). Then Ctrl-C (exit 130, no partial output), a corrupt tiny
+model work, with nothing on disk changed (`assert_refused`). Then Ctrl-C (exit 130, no partial output), a corrupt tiny
 cache, internal errors (exit 1, traceback only on request), and the help texts.
 """
 
@@ -14,7 +14,7 @@ import sys
 import pytest
 import torch
 
-from cli_checks import run_refused, snapshot
+from cli_checks import assert_refused, snapshot
 from repvideo_diffusers.cli import build_parser, main
 
 NO_CUDA = pytest.mark.skipif(torch.cuda.is_available(), reason="checks the refusal on a machine without CUDA")
@@ -157,7 +157,7 @@ ROWS = [
 @pytest.mark.parametrize("argv, fragments", ROWS)
 def test_bad_input_is_refused_in_one_line_before_any_work(argv, fragments, place, models, capsys):
     names = {"tmp": place, "models": models}
-    run_refused([arg.format(**names) for arg in argv], fragments, capsys, watch=[place, models])
+    assert_refused([arg.format(**names) for arg in argv], fragments, capsys, watch=[place, models])
 
 
 def test_the_table_covers_every_command_with_at_least_40_rows():
@@ -178,7 +178,7 @@ def test_ctrl_c_while_writing_a_video_exits_130_and_leaves_no_partial_file(place
     import repvideo_diffusers.utils.video as video
 
     monkeypatch.setattr(video, "write_video", lambda frames, path, **kw: _interrupt_while_writing(path))
-    run_refused(["generate", "a cat", "--steps", "1", "--out", str(place / "cat.mp4")], ["interrupted (Ctrl-C)"],
+    assert_refused(["generate", "a cat", "--steps", "1", "--out", str(place / "cat.mp4")], ["interrupted (Ctrl-C)"],
                 capsys, watch=[place], code=130)
 
 
@@ -189,7 +189,7 @@ def test_ctrl_c_during_generation_of_a_prompts_folder_exits_130_and_writes_nothi
         raise KeyboardInterrupt
 
     monkeypatch.setattr(CogVideoXPipeline, "__call__", interrupted)
-    run_refused(["generate", "--prompts", str(place / "prompts.txt"), "--out", str(place / "videos")],
+    assert_refused(["generate", "--prompts", str(place / "prompts.txt"), "--out", str(place / "videos")],
                 ["interrupted (Ctrl-C)"], capsys, watch=[place], code=130)
 
 
@@ -201,7 +201,7 @@ def test_ctrl_c_while_saving_an_analysis_leaves_the_folder_as_it_was(place, caps
         raise KeyboardInterrupt
 
     monkeypatch.setattr(plots, "plot_gates", interrupted)
-    run_refused(["analyze", "--steps", "1", "--no-base", "--out", str(place / "analysis"), "--overwrite"],
+    assert_refused(["analyze", "--steps", "1", "--no-base", "--out", str(place / "analysis"), "--overwrite"],
                 ["interrupted (Ctrl-C)"], capsys, watch=[place], code=130)
 
 
@@ -210,7 +210,7 @@ def test_a_corrupt_tiny_cache_says_which_folder_to_delete(tiny_pipeline_dir, tmp
     shutil.copytree(tiny_pipeline_dir, cache / tiny_pipeline_dir.name)
     (cache / tiny_pipeline_dir.name / "transformer" / "config.json").write_text("{ not json")
     monkeypatch.setenv("REPVIDEO_CACHE", str(cache))
-    run_refused(["generate", "a cat", "--out", str(tmp_path / "v.mp4")],
+    assert_refused(["generate", "a cat", "--out", str(tmp_path / "v.mp4")],
                 ["cached tiny pipeline", f"Delete '{cache / tiny_pipeline_dir.name}' and rerun"], capsys,
                 watch=[tmp_path])
 

@@ -1,6 +1,6 @@
 """The error policy of the commands that train or reconstruct (train, vae reconstruct, vae train), one row per bad
 input: each must end in exit code 2 and one line naming what was expected, what was found and the fix, before any
-model work, with nothing on disk changed (`run_refused`). Then what never loses work: ``train`` on a folder that
+model work, with nothing on disk changed (`assert_refused`). Then what never loses work: ``train`` on a folder that
 holds a run (refused, ``--resume``, ``--overwrite`` that keeps the old run until the new one has a checkpoint), and
 Ctrl-C (exit 130, no partial output, earlier checkpoints intact and resumable); then the old flag spellings.
 """
@@ -14,7 +14,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from cli_checks import run_refused, snapshot
+from cli_checks import assert_refused, snapshot
 from repvideo_diffusers.cli import build_parser, main
 from train_helpers import write_clips
 
@@ -157,7 +157,7 @@ ROWS = [
                                                           for r in ROWS])
 def test_bad_input_is_one_clear_line_before_any_work(name, argv, fragments, inputs, place, capsys):
     argv = [a.replace("{in}", str(inputs)).replace("{tmp}", str(place)) for a in argv]
-    run_refused(argv, fragments, capsys, watch=[place, inputs])
+    assert_refused(argv, fragments, capsys, watch=[place, inputs])
 
 
 def test_the_table_covers_every_command_with_at_least_25_rows():

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from cli_checks import run_refused
+from cli_checks import assert_refused
 from repvideo_diffusers import RepVideoConfig, RepVideoGates
 from repvideo_diffusers.analysis import analyze
 from repvideo_diffusers.analysis import compare as compare_module
@@ -84,9 +84,9 @@ def test_compare_runs_equal_plain_runs_and_similarity_matches_analyze(tiny_pipe)
 @pytest.mark.parametrize("existing", ["cmp.mp4", "cmp_frame_similarity.png"])
 def test_compare_refuses_an_existing_output_without_overwrite(tmp_path, capsys, existing):
     (tmp_path / existing).write_bytes(b"keep me")
-    run_refused(["compare", "a fox", "--out", tmp_path / "cmp.mp4", "--steps", "1"],
+    assert_refused(["compare", "a fox", "--out", tmp_path / "cmp.mp4", "--steps", "1"],
                 [existing, "already exists", "--overwrite"], capsys, watch=[tmp_path])
 
 
 def test_compare_refuses_a_non_mp4_out_before_loading_anything(tmp_path, capsys):
-    run_refused(["compare", "--out", tmp_path / "cmp.gif"], ["--out", ".mp4"], capsys, watch=[tmp_path])
+    assert_refused(["compare", "--out", tmp_path / "cmp.gif"], ["--out", ".mp4"], capsys, watch=[tmp_path])

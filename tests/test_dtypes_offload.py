@@ -118,7 +118,7 @@ def _group_offload(transformer, device, use_stream=False):
     )
 
 
-def _check_group_offloading(family, order, device, use_stream=False):
+def _assert_group_offloading_matches(family, order, device, use_stream=False):
     reference, inputs = TINY_MODELS[family].build(seed=0)
     reference.to(device)
     inputs = {k: v.to(device) if torch.is_tensor(v) else v for k, v in inputs.items()}
@@ -143,11 +143,11 @@ def _check_group_offloading(family, order, device, use_stream=False):
 @pytest.mark.parametrize("order", ["offload-first", "repvideo-first"])
 @pytest.mark.parametrize("family", FAMILIES)
 def test_block_level_group_offloading_gives_repvideo_output(family, order):
-    _check_group_offloading(family, order, torch.device("cpu"))
+    _assert_group_offloading_matches(family, order, torch.device("cpu"))
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA streams need a CUDA device")
 @pytest.mark.parametrize("order", ["offload-first", "repvideo-first"])
 @pytest.mark.parametrize("family", FAMILIES)
 def test_block_level_group_offloading_with_cuda_streams_gives_repvideo_output(family, order):
-    _check_group_offloading(family, order, torch.device("cuda"), use_stream=True)
+    _assert_group_offloading_matches(family, order, torch.device("cuda"), use_stream=True)

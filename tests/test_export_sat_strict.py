@@ -65,7 +65,7 @@ def _damaged(model, tmp_path, edit) -> str:
     return folder
 
 
-def _refused(folder, gates, tmp_path, *fragments):
+def _assert_refused(folder, gates, tmp_path, *fragments):
     before = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*"))
     with pytest.raises(ValueError) as info:
         export_sat(folder, gates, tmp_path / "sat")
@@ -80,7 +80,7 @@ def test_missing_block_weights_are_refused_and_listed(model, gates, tmp_path):
         for key in [k for k in state if k.startswith("transformer_blocks.3.")]:
             del state[key]
 
-    message = _refused(_damaged(model, tmp_path, drop_block_3), gates, tmp_path, "missing tensors",
+    message = _assert_refused(_damaged(model, tmp_path, drop_block_3), gates, tmp_path, "missing tensors",
                        "transformer_blocks.3.attn1.to_q.weight", "Nothing was written")
     assert "transformer_blocks.2." not in message
     missing = sum(1 for k in model.state_dict() if k.startswith("transformer_blocks.3."))
@@ -91,7 +91,7 @@ def test_extra_weights_are_refused_and_listed(model, gates, tmp_path):
     def add(state):
         state["transformer_blocks.4.attn1.to_q.weight"] = torch.zeros(16, 16)
 
-    _refused(_damaged(model, tmp_path, add), gates, tmp_path, "unexpected tensors (1)",
+    _assert_refused(_damaged(model, tmp_path, add), gates, tmp_path, "unexpected tensors (1)",
              "transformer_blocks.4.attn1.to_q.weight")
 
 
@@ -100,7 +100,7 @@ def test_mis_shaped_weights_are_refused_with_both_shapes(model, gates, tmp_path)
         state["proj_out.weight"] = torch.zeros(3, 16)
 
     expected = tuple(model.state_dict()["proj_out.weight"].shape)
-    _refused(_damaged(model, tmp_path, reshape), gates, tmp_path, "shape mismatches (1)",
+    _assert_refused(_damaged(model, tmp_path, reshape), gates, tmp_path, "shape mismatches (1)",
              f"proj_out.weight: (3, 16) vs {expected} expected")
 
 
@@ -113,14 +113,14 @@ def test_a_folder_of_another_model_is_refused_before_any_weights_are_read(config
     (tmp_path / "other").mkdir()
     (tmp_path / "other" / "config.json").write_text(json.dumps(config))
     (tmp_path / "other" / WEIGHTS).write_bytes(b"never read")
-    _refused(tmp_path / "other", gates, tmp_path, fragment, "not a CogVideoXTransformer3DModel")
+    _assert_refused(tmp_path / "other", gates, tmp_path, fragment, "not a CogVideoXTransformer3DModel")
 
 
 def test_a_truncated_weights_file_is_named(model, gates, tmp_path):
     model.save_pretrained(tmp_path / "transformer")
     weights = tmp_path / "transformer" / WEIGHTS
     weights.write_bytes(weights.read_bytes()[:1000])
-    _refused(tmp_path / "transformer", gates, tmp_path, f"Could not read '{weights}'", "truncated or corrupt")
+    _assert_refused(tmp_path / "transformer", gates, tmp_path, f"Could not read '{weights}'", "truncated or corrupt")
 
 
 def test_a_shard_index_naming_a_missing_shard_is_refused(model, gates, tmp_path):

@@ -13,6 +13,7 @@ import torch.nn as nn
 from diffusers.models.activations import get_activation
 from diffusers.models.attention_processor import Attention
 
+from .. import _compat
 from .attention import single_head_attention
 from .layers import FrameConv2d, batch_to_frames, channels_to_time, conv3x3x3, frames_to_batch
 from .vae_v1 import _CheckpointMixin
@@ -154,7 +155,7 @@ class UNetMidBlock3D(nn.Module):
                 residual_connection=True,
                 bias=True,
                 upcast_softmax=True,
-                _from_deprecated_attn_block=True,
+                **_compat.legacy_vae_attention_kwargs(),
                 processor=CVVAEAttnProcessor(),
             )
         self.attentions = nn.ModuleList([attention])
